@@ -1,0 +1,26 @@
+"""Fixtures shared by every test: a temporary data file per test, and stage bots over it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from telegram.ext import PicklePersistence
+
+from bots import stage1_pickle_logger as stage1
+from bots.offline import OfflineChat
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def pickle_path(tmp_path: Path) -> Path:
+    """A data file that does not exist yet, in this test's own directory."""
+    return tmp_path / "bot.pickle"
+
+
+@pytest.fixture
+async def stage1_chat(pickle_path: Path):
+    """The stage 1 logger, running offline over ``pickle_path``."""
+    async with OfflineChat(stage1.build_application, lambda: PicklePersistence(pickle_path)) as chat:
+        yield chat

@@ -1,0 +1,68 @@
+"""Every stage as a user runs it: ``python -m bots.<stage>``, offline, as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+STAGES = ["stage1_pickle_logger"]
+
+
+def run(stage: str, *args: str, stdin: str = "", cwd: Path, env: dict | None = None):
+    environment = {k: v for k, v in os.environ.items() if k != "BOT_TOKEN"}
+    environment["PYTHONPATH"] = str(REPO)
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", f"bots.{stage}", *args], input=stdin,
+                          capture_output=True, text=True, cwd=cwd, env=environment, timeout=120)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_demo_runs_offline_and_shows_a_restart(stage, tmp_path):
+    result = run(stage, "--demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "bot restarts" in result.stdout
+    assert list(tmp_path.iterdir()) == [], "the demo must not leave data in the working directory"
+
+
+def test_stage1_stdin_chat_remembers_across_runs(tmp_path):
+    first = run("stage1_pickle_logger", stdin="remember the milk\n/show_data\n", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "remember the milk" in first.stdout
+    assert "No BOT_TOKEN set" in first.stderr and "BOT_TOKEN=" in first.stderr
+    assert (tmp_path / "stage1.pickle").exists()
+    second = run("stage1_pickle_logger", stdin="/show_data\n/quit\nnot read\n", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "1 stored message(s)" in second.stdout and "remember the milk" in second.stdout
+
+
+def test_stage1_data_file_from_flag_and_env(tmp_path):
+    assert run("stage1_pickle_logger", "--file", "a.pickle", stdin="x\n", cwd=tmp_path).returncode == 0
+    assert run("stage1_pickle_logger", stdin="y\n", cwd=tmp_path,
+               env={"STAGE1_FILE": "b.pickle"}).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pickle", "b.pickle"]
+
+
+def test_restart_in_the_terminal_keeps_the_data(tmp_path):
+    result = run("stage1_pickle_logger", stdin="hello\n/restart\n/show_data\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "(the bot restarted)" in result.stdout and "hello" in result.stdout.split("restarted")[1]
+
+
+def test_unreadable_data_file_is_one_clear_error_and_left_alone(tmp_path):
+    bad = tmp_path / "stage1.pickle"
+    bad.write_bytes(b"this is not a pickle")
+    result = run("stage1_pickle_logger", stdin="hello\n", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Cannot load the bot's data from stage1.pickle" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert bad.read_bytes() == b"this is not a pickle"
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    result = run("stage1_pickle_logger", "--no-such-flag", cwd=tmp_path)
+    assert result.returncode == 2 and "usage:" in result.stderr
