@@ -13,6 +13,14 @@ from bots.offline import OfflineChat
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--persistence", default=None, metavar="MODULE:CALLABLE",
+        help="run tests/test_persistence_contract.py against your own persistence: a callable "
+        "that takes a storage location (pathlib.Path) and returns a new persistence over it",
+    )
+
+
 @pytest.fixture
 def pickle_path(tmp_path: Path) -> Path:
     """A data file that does not exist yet, in this test's own directory."""

@@ -1,0 +1,631 @@
+"""SQLitePersistence: keep a python-telegram-bot (v22) bot's data in one SQLite file.
+
+Copy this file into your project; it needs only ``python-telegram-bot`` and ``aiosqlite``::
+
+    from sqlite_persistence import SQLitePersistence   # wherever you put this file
+
+    persistence = SQLitePersistence("bot.sqlite3")
+    app = ApplicationBuilder().token(TOKEN).persistence(persistence).build()
+
+Your handlers keep using ``context.user_data``, ``context.chat_data`` and ``context.bot_data``;
+``ConversationHandler(..., persistent=True, name="...")`` states and, with
+``arbitrary_callback_data=True``, inline-button data are kept too. PTB loads everything once at
+start-up and writes what changed every ``update_interval`` seconds and at shutdown.
+
+Arguments
+---------
+``filepath``
+    The database file (``str`` or path-like). Created on first use, readable by its owner only
+    (it holds your users' data), with the schema below. Nothing to set up by hand.
+``store_data``
+    A ``telegram.ext.PersistenceInput`` to switch kinds of data off (all on by default).
+``update_interval``
+    Seconds between saves (default 60). A crash loses at most this much; a clean shutdown nothing.
+``serializer``
+    ``"json"`` (default): rows are readable JSON text. Exactly these round-trip, at any depth, with
+    their types: ``dict`` (any of these as keys, e.g. int user ids), ``list``, ``tuple``, ``str``,
+    ``int`` (any size), ``float``, ``bool``, ``None``. Anything else (a ``datetime``, a set, your own
+    class, a subclass such as ``defaultdict`` or an ``IntEnum``) is refused at save time with a
+    ``DataNotStorableError`` naming the data, its id and where the value sits; that id keeps what
+    was stored before and the other ids of the same save are written.
+    ``"pickle"``: any picklable object; Telegram objects are stored without their ``Bot`` and get
+    the current bot back when loaded, as ``PicklePersistence`` does. Not readable outside Python,
+    and only ever load a file you trust: unpickling runs code.
+
+The schema (``sqlite3 bot.sqlite3 .schema``)
+--------------------------------------------
+One row per user, per chat, per (conversation name, key); one row each for bot and callback data::
+
+    user_data(user_id INTEGER PRIMARY KEY, data, version)
+    chat_data(chat_id INTEGER PRIMARY KEY, data, version)
+    bot_data(id INTEGER PRIMARY KEY CHECK (id = 0), data, version)
+    callback_data(id INTEGER PRIMARY KEY CHECK (id = 0), data, version)
+    conversations(name TEXT, key TEXT, state, PRIMARY KEY (name, key))
+    settings(name TEXT PRIMARY KEY, value TEXT)        -- the serializer the file was made with
+
+``data`` and ``state`` are JSON text (or pickle bytes); a conversation ``key`` is the JSON list of
+PTB's key tuple, e.g. ``[-4001, 1001]`` for (chat id, user id). JSON mode writes plain JSON where it
+can, so ``SELECT json_extract(data, '$.messages[0].message') FROM chat_data`` works; what plain
+JSON cannot say is tagged: ``{"$tuple": [...]}``, ``{"$map": [[key, value], ...]}`` for a dict
+whose keys are not all strings (or start with ``$``), ``{"$float": "inf"}``.
+
+``version`` changes with every write, also by other programs (a trigger bumps it), which is how
+this class notices rows changed behind its back. The file's ``PRAGMA user_version`` is the schema
+version; a file from a newer version of this class, a SQLite file of another program, or a file
+that is not SQLite at all is refused with a :class:`DatabaseFileError` naming it, untouched.
+
+Behaviour worth knowing
+-----------------------
+* Everything is ``async`` on ``aiosqlite``: no database call blocks the event loop. Encoding runs
+  in a worker thread too, so a large save does not stall the bot.
+* A save round (PTB runs all its ``update_*`` calls at once) is written as one transaction with
+  ``executemany``; a row is only ever committed whole.
+* ``refresh_*`` (called by PTB before every update's handlers) never overwrites changes the bot has
+  not saved yet. For an id with no unsaved change it picks up a row that another program (an admin
+  script, a second process) changed since this instance last read or wrote it. Limit: when the bot
+  *and* another program both change the same id between two saves, the bot's save wins.
+* ``flush()`` (PTB's last call, in ``shutdown()``) commits and closes; the instance reopens the file
+  if it is used again.
+* The file uses WAL mode: a reader never blocks the bot, a crash never corrupts the file, and
+  another process may write at the same time (each waits up to ``busy_timeout`` for the other).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+import os
+import pickle
+import random
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+from telegram import Bot, TelegramObject
+from telegram.ext import BasePersistence, PersistenceInput
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x50544243  # "PTBC" in PRAGMA application_id marks a file as ours
+
+_SCHEMA = [
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+    "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE conversations (name TEXT NOT NULL, key TEXT NOT NULL, state NOT NULL,"
+    " PRIMARY KEY (name, key))",
+]
+# user_data, chat_data, bot_data and callback_data share one shape: an id, the data, a version
+_KEY_COLUMN = {"user_data": "user_id", "chat_data": "chat_id", "bot_data": "id", "callback_data": "id"}
+for _table, _column in _KEY_COLUMN.items():
+    _check = f" CHECK ({_column} = 0)" if _column == "id" else ""
+    _SCHEMA += [
+        f"CREATE TABLE {_table} ({_column} INTEGER PRIMARY KEY{_check}, data NOT NULL,"
+        " version INTEGER NOT NULL DEFAULT (random()))",
+        # a program that updates `data` without a new version still bumps it, so refresh sees it
+        f"CREATE TRIGGER {_table}_version AFTER UPDATE OF data ON {_table}"
+        f" WHEN NEW.version = OLD.version BEGIN"
+        f" UPDATE {_table} SET version = random() WHERE {_column} = NEW.{_column}; END",
+    ]
+
+# what error messages call a row of each table
+_WHAT = {"user_data": "user_data of user {}", "chat_data": "chat_data of chat {}",
+         "bot_data": "bot_data", "callback_data": "callback_data"}
+
+
+class DatabaseFileError(RuntimeError):
+    """The database file cannot be used: not SQLite, damaged, another program's, or too new.
+
+    The message names the file and what to do; the file is left as it was."""
+
+
+class DataNotStorableError(TypeError):
+    """Data handed to the persistence cannot be stored with the chosen serializer.
+
+    The message names the data (e.g. ``chat_data of chat 42``) and where the bad value sits."""
+
+
+# ------------------------------------------------------------------------------------------------
+# JSON: exact round trips of dict/list/tuple/str/int/float/bool/None, readable where possible
+# ------------------------------------------------------------------------------------------------
+class _NotJSON(Exception):
+    """Raised inside the encoder; turned into a DataNotStorableError with the value's location."""
+
+
+def _to_json(value: Any) -> Any:
+    """``value`` as plain JSON types, with tags for what JSON cannot say. Exact types only."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if kind is list:
+        return [_to_json(item) for item in value]
+    if kind is dict:
+        if all(type(key) is str and not key.startswith("$") for key in value):
+            return {key: _to_json(item) for key, item in value.items()}
+        return {"$map": [[_to_json(key), _to_json(item)] for key, item in value.items()]}
+    if kind is tuple:
+        return {"$tuple": [_to_json(item) for item in value]}
+    raise _NotJSON
+
+
+def _from_json_object(obj: dict[str, Any]) -> Any:
+    """``json.loads`` object hook: undo the tags of :func:`_to_json` (inner objects come first)."""
+    if len(obj) == 1:
+        if "$tuple" in obj:
+            return tuple(obj["$tuple"])
+        if "$map" in obj:
+            return {key: item for key, item in obj["$map"]}
+        if "$float" in obj:
+            return float(obj["$float"])
+    return obj
+
+
+def _where_not_json(value: Any, path: str = "") -> tuple[str, Any] | None:
+    """The first place in ``value`` that :func:`_to_json` refuses, as ``(path, bad value)``."""
+    kind = type(value)
+    if kind in (str, int, bool, float) or value is None:
+        return None
+    if kind in (list, tuple):
+        for index, item in enumerate(value):
+            found = _where_not_json(item, f"{path}[{index}]")
+            if found:
+                return found
+        return None
+    if kind is dict:
+        for key, item in value.items():
+            found = _where_not_json(key, f"a key of {path or 'the top level'}")
+            found = found or _where_not_json(item, f"{path}[{key!r}]")
+            if found:
+                return found
+        return None
+    return path or "the top level", value
+
+
+# ------------------------------------------------------------------------------------------------
+# pickle: any object; the Bot inside Telegram objects is swapped for the current bot on load
+# ------------------------------------------------------------------------------------------------
+_CURRENT_BOT, _OTHER_BOT = "current bot", "another bot"
+
+
+def _rebuild_telegram_object(cls: type[TelegramObject], state: dict, bot: Bot | None) -> TelegramObject:
+    """Unpickling half of :meth:`_Pickler.reducer_override`."""
+    obj = cls.__new__(cls)
+    obj.__setstate__(state)
+    obj.set_bot(bot)
+    return obj
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, bot: Bot | None) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._bot = bot
+
+    def reducer_override(self, obj: Any) -> Any:
+        # Telegram objects drop their bot when pickled; keep it as a reference (see persistent_id)
+        if isinstance(obj, TelegramObject):
+            try:
+                bot = obj.get_bot()
+            except RuntimeError:
+                bot = None
+            return _rebuild_telegram_object, (type(obj), obj.__getstate__(), bot)
+        return NotImplemented
+
+    def persistent_id(self, obj: Any) -> str | None:
+        if isinstance(obj, Bot):
+            return _CURRENT_BOT if obj is self._bot else _OTHER_BOT
+        return None
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, bot: Bot | None) -> None:
+        super().__init__(file)
+        self._bot = bot
+
+    def persistent_load(self, pid: str) -> Bot | None:
+        if pid == _CURRENT_BOT:
+            return self._bot
+        if pid == _OTHER_BOT:
+            return None
+        raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# the persistence
+# ------------------------------------------------------------------------------------------------
+_DELETE = object()  # the value of a queued write that deletes its row
+
+
+@dataclass
+class _Write:
+    """One queued write: ``table``/``key`` with a value to store, or ``_DELETE``."""
+
+    table: str
+    key: Any
+    value: Any
+    what: str
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    params: tuple = ()
+
+
+class SQLitePersistence(BasePersistence):
+    """A ``BasePersistence`` that keeps every kind of bot data in one SQLite file.
+
+    See the module docstring for the arguments, the schema and the guarantees."""
+
+    def __init__(
+        self,
+        filepath: str | os.PathLike[str] = "bot.sqlite3",
+        *,
+        store_data: PersistenceInput | None = None,
+        update_interval: float = 60,
+        serializer: Literal["json", "pickle"] = "json",
+        busy_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(store_data=store_data, update_interval=update_interval)
+        if serializer not in ("json", "pickle"):
+            raise ValueError(f"serializer must be 'json' or 'pickle', not {serializer!r}")
+        self.filepath = Path(filepath)
+        self.serializer = serializer
+        self.busy_timeout = busy_timeout
+        self._db: aiosqlite.Connection | None = None
+        self._opening = asyncio.Lock()
+        # version of each row as this instance last read or wrote it: {table: {key: version}}
+        self._versions: dict[str, dict[Any, int]] = {table: {} for table in _KEY_COLUMN}
+        # ids refreshed for a handler and not written since: they may hold unsaved changes.
+        # The value is a stamp, so a write only clears the refresh it has seen.
+        self._unsaved: dict[str, dict[Any, int]] = {table: {} for table in _KEY_COLUMN}
+        self._stamps = 0
+        self._queue: list[_Write] = []
+        self._writer: asyncio.Task | None = None
+
+    # ---- the connection ---------------------------------------------------------------------------
+    async def _connection(self) -> aiosqlite.Connection:
+        """The open connection; the first call (again after ``flush()``) opens the file."""
+        if self._db is None:
+            async with self._opening:
+                if self._db is None:
+                    self._db = await self._open()
+        return self._db
+
+    async def _open(self) -> aiosqlite.Connection:
+        path = self.filepath
+        try:
+            # owner-only from the first byte: SQLite gives its -wal/-shm files the same mode
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass  # an existing file is checked below, never recreated
+        except OSError as exc:
+            raise DatabaseFileError(
+                f"Cannot create the database file {path}: {exc.strerror}. "
+                "Choose a path in a directory this user can write to."
+            ) from exc
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)  # we say BEGIN/COMMIT ourselves
+        except sqlite3.DatabaseError as exc:
+            raise self._file_error(exc) from exc
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            await self._check_schema(db)
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash never corrupts the file
+        except BaseException as exc:
+            await db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self._file_error(exc) from exc
+            raise
+        return db
+
+    def _file_error(self, exc: sqlite3.DatabaseError) -> DatabaseFileError:
+        return DatabaseFileError(
+            f"{self.filepath} cannot be used as the bot's database ({exc}). It was not changed. "
+            "If it is not the bot's database, point the bot at another file; if it is damaged, "
+            "restore a backup or move it away to start fresh."
+        )
+
+    async def _check_schema(self, db: aiosqlite.Connection) -> None:
+        """Create the schema in a new file; refuse files that are not ours or are too new."""
+        await db.execute("BEGIN IMMEDIATE")  # two processes starting at once: one creates
+        try:
+            app_id = await self._scalar(db, "PRAGMA application_id")
+            version = await self._scalar(db, "PRAGMA user_version")
+            tables = await self._scalar(db, "SELECT count(*) FROM sqlite_schema")
+            if app_id == 0 and version == 0 and tables == 0:
+                for statement in _SCHEMA:
+                    await db.execute(statement)
+                await db.execute("INSERT INTO settings VALUES ('serializer', ?)", (self.serializer,))
+            elif app_id != APPLICATION_ID:
+                raise DatabaseFileError(
+                    f"{self.filepath} is a SQLite database of another program, not one made by "
+                    "SQLitePersistence. It was not changed. Point the bot at another file."
+                )
+            elif version > SCHEMA_VERSION:
+                raise DatabaseFileError(
+                    f"{self.filepath} has schema version {version}, made by a newer "
+                    f"SQLitePersistence (this one knows version {SCHEMA_VERSION}). It was not "
+                    "changed. Update persistence/sqlite.py to the newer version to open it."
+                )
+            stored = await self._scalar(db, "SELECT value FROM settings WHERE name = 'serializer'")
+            if stored != self.serializer:
+                raise DatabaseFileError(
+                    f"{self.filepath} stores its data with serializer={stored!r}, but this "
+                    f"SQLitePersistence was created with serializer={self.serializer!r}. "
+                    f"It was not changed. Pass serializer={stored!r}."
+                )
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    async def _scalar(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> Any:
+        async with db.execute(sql, tuple(params)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def _select(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        db = await self._connection()
+        try:
+            async with db.execute(sql, tuple(params)) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise self._file_error(exc) from exc
+
+    # ---- encoding -----------------------------------------------------------------------------------
+    def _encode(self, value: Any, what: str) -> str | bytes:
+        """``value`` as stored in a row; ``what`` names it in errors (e.g. 'chat_data of chat 7')."""
+        if self.serializer == "json":
+            try:
+                return json.dumps(_to_json(value), ensure_ascii=False, separators=(",", ":"))
+            except RecursionError:
+                raise DataNotStorableError(f"Cannot store {what}: it nests too deeply or contains "
+                                           "itself (a cycle).") from None
+            except _NotJSON:
+                path, bad = _where_not_json(value) or ("the top level", value)
+                raise DataNotStorableError(
+                    f"Cannot store {what} as JSON: {path} is {type(bad).__module__}."
+                    f"{type(bad).__qualname__} ({bad!r:.60}). JSON mode stores dict, list, tuple, "
+                    "str, int, float, bool and None; convert it, or use serializer='pickle'."
+                ) from None
+        buffer = io.BytesIO()
+        try:
+            _Pickler(buffer, getattr(self, "bot", None)).dump(value)
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+            raise DataNotStorableError(f"Cannot store {what} with pickle: {exc}") from exc
+        return buffer.getvalue()
+
+    def _decode(self, stored: str | bytes, what: str) -> Any:
+        try:
+            if self.serializer == "json":
+                if '"$' in stored:  # only tagged data needs the (slower) object hook
+                    return json.loads(stored, object_hook=_from_json_object)
+                return json.loads(stored)
+            return _Unpickler(io.BytesIO(stored), getattr(self, "bot", None)).load()
+        except (ValueError, TypeError, pickle.UnpicklingError, EOFError, AttributeError,
+                ImportError) as exc:
+            raise DatabaseFileError(
+                f"{what} in {self.filepath} cannot be read back ({type(exc).__name__}: {exc}). "
+                "Fix or delete that row (sqlite3), or restore a backup."
+            ) from exc
+
+    # ---- writing: every write of a save round goes into one transaction ----------------------------
+    async def _submit(self, write: _Write) -> None:
+        """Queue ``write`` and wait until it is committed (or has failed).
+
+        PTB starts all writes of a save round at once; the first one starts the writer task, the
+        rest join its queue before it runs, and the writer commits them together."""
+        self._queue.append(write)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queue())
+        await write.done
+
+    async def _write_queue(self) -> None:
+        await asyncio.sleep(0)  # let the other writes of this round join the queue
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                await self._write_batch(batch)
+            except BaseException as exc:
+                for write in batch:
+                    if not write.done.done():
+                        write.done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+    def _prepare(self, batch: list[_Write]) -> list[tuple[_Write, DataNotStorableError]]:
+        """Encode every write's row (run in a worker thread). Returns the writes that cannot be
+        encoded, with their errors: they fail alone, the others are written."""
+        failed = []
+        for write in batch:
+            try:
+                if write.value is _DELETE:
+                    write.params = write.key if write.table == "conversations" else (write.key,)
+                elif write.table == "conversations":
+                    write.params = (*write.key, self._encode(write.value, write.what))
+                else:
+                    version = random.getrandbits(63)
+                    write.params = (write.key, self._encode(write.value, write.what), version)
+            except DataNotStorableError as exc:
+                failed.append((write, exc))
+        return failed
+
+    async def _write_batch(self, batch: list[_Write]) -> None:
+        failed = await asyncio.to_thread(self._prepare, batch)
+        for write, exc in failed:
+            write.done.set_exception(exc)
+            batch.remove(write)
+        if not batch:
+            return
+        db = await self._connection()
+        # consecutive writes of the same statement go into one executemany
+        runs: list[tuple[str, list[tuple]]] = []
+        for write in batch:
+            sql = _statement(write.table, write.value is _DELETE)
+            if runs and runs[-1][0] == sql:
+                runs[-1][1].append(write.params)
+            else:
+                runs.append((sql, [write.params]))
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, rows in runs:
+                await db.executemany(sql, rows)
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        for write in batch:
+            if write.table in _KEY_COLUMN:
+                versions = self._versions[write.table]
+                if write.value is _DELETE:
+                    versions.pop(write.key, None)
+                else:
+                    versions[write.key] = write.params[2]
+            if not write.done.done():
+                write.done.set_result(None)
+
+    async def _write(self, table: str, key: Any, value: Any, what: str) -> None:
+        stamp = self._unsaved.get(table, {}).get(key)
+        await self._submit(_Write(table, key, value, what))
+        unsaved = self._unsaved.get(table, {})
+        if key in unsaved and unsaved[key] == stamp:  # no newer refresh came in meanwhile
+            del unsaved[key]
+
+    # ---- reading ------------------------------------------------------------------------------------
+    async def _load_table(self, table: str) -> dict[int, Any]:
+        column = _KEY_COLUMN[table]
+        rows = await self._select(f"SELECT {column}, data, version FROM {table}")
+        loaded = {}
+        versions = self._versions[table]
+        for key, data, version in rows:
+            loaded[key] = self._decode(data, _WHAT[table].format(key))
+            versions[key] = version
+        return loaded
+
+    async def _refresh(self, table: str, key: int, live: dict) -> None:
+        """Bring ``live`` (the dict a handler is about to use) up to date with the file, in place,
+        unless it may hold changes not saved yet."""
+        unsaved = self._unsaved[table]
+        self._stamps += 1
+        if key in unsaved:
+            unsaved[key] = self._stamps
+            return
+        unsaved[key] = self._stamps  # the handler that follows may change it
+        column = _KEY_COLUMN[table]
+        known = self._versions[table].get(key)
+        rows = await self._select(
+            f"SELECT version, CASE WHEN version IS ? THEN NULL ELSE data END FROM {table}"
+            f" WHERE {column} = ?", (known, key))
+        if not rows:
+            if known is not None:  # deleted by another program
+                self._versions[table].pop(key, None)
+                live.clear()
+            return
+        version, data = rows[0]
+        if version != known:
+            fresh = self._decode(data, _WHAT[table].format(key))
+            live.clear()
+            live.update(fresh)
+            self._versions[table][key] = version
+
+    # ---- the 16 methods PTB calls --------------------------------------------------------------------
+    async def get_user_data(self) -> dict[int, Any]:
+        """All users' data, loaded once by ``Application.initialize()``."""
+        return await self._load_table("user_data")
+
+    async def get_chat_data(self) -> dict[int, Any]:
+        """All chats' data, loaded once by ``Application.initialize()``."""
+        return await self._load_table("chat_data")
+
+    async def get_bot_data(self) -> dict[Any, Any]:
+        """The bot's data (``{}`` if none is stored)."""
+        return (await self._load_table("bot_data")).get(0, {})
+
+    async def get_callback_data(self) -> Any:
+        """The callback data cache as PTB stored it - ``(list of (uuid, time, {uuid: data}),
+        {query id: uuid})`` - or ``None``."""
+        return (await self._load_table("callback_data")).get(0)
+
+    async def get_conversations(self, name: str) -> dict[tuple[int | str, ...], object]:
+        """The states of the conversations of the ``ConversationHandler`` called ``name``."""
+        rows = await self._select("SELECT key, state FROM conversations WHERE name = ?", (name,))
+        return {
+            tuple(json.loads(key)): self._decode(state, f"conversation {name!r} {key}")
+            for key, state in rows
+        }
+
+    async def update_user_data(self, user_id: int, data: dict[Any, Any]) -> None:
+        """Store one user's data (PTB calls this for each changed user at every save)."""
+        await self._write("user_data", user_id, data, f"user_data of user {user_id}")
+
+    async def update_chat_data(self, chat_id: int, data: dict[Any, Any]) -> None:
+        """Store one chat's data (PTB calls this for each changed chat at every save)."""
+        await self._write("chat_data", chat_id, data, f"chat_data of chat {chat_id}")
+
+    async def update_bot_data(self, data: dict[Any, Any]) -> None:
+        """Store the bot's data (PTB calls this at every save)."""
+        await self._write("bot_data", 0, data, "bot_data")
+
+    async def update_callback_data(self, data: Any) -> None:
+        """Store the callback data cache (PTB calls this at every save)."""
+        await self._write("callback_data", 0, data, "callback_data")
+
+    async def update_conversation(
+        self, name: str, key: tuple[int | str, ...], new_state: object | None
+    ) -> None:
+        """Store a conversation's state; ``None`` means it ended, so its row is deleted."""
+        if any(type(part) not in (int, str) for part in key):
+            raise DataNotStorableError(f"conversation {name!r}: key {key!r} has a part that is "
+                                       "neither int nor str")
+        stored_key = (name, json.dumps(list(key), ensure_ascii=False))
+        await self._write("conversations", stored_key, _DELETE if new_state is None else new_state,
+                          f"the state of conversation {name!r} for key {key!r}")
+
+    async def drop_user_data(self, user_id: int) -> None:
+        """Delete a user's row (after ``Application.drop_user_data``)."""
+        self._unsaved["user_data"].pop(user_id, None)
+        await self._write("user_data", user_id, _DELETE, f"user_data of user {user_id}")
+
+    async def drop_chat_data(self, chat_id: int) -> None:
+        """Delete a chat's row (after ``Application.drop_chat_data`` or a migration)."""
+        self._unsaved["chat_data"].pop(chat_id, None)
+        await self._write("chat_data", chat_id, _DELETE, f"chat_data of chat {chat_id}")
+
+    async def refresh_user_data(self, user_id: int, user_data: dict[Any, Any]) -> None:
+        """Before a handler: pick up another program's change to this user, if any (see module doc)."""
+        await self._refresh("user_data", user_id, user_data)
+
+    async def refresh_chat_data(self, chat_id: int, chat_data: dict[Any, Any]) -> None:
+        """Before a handler: pick up another program's change to this chat, if any (see module doc)."""
+        await self._refresh("chat_data", chat_id, chat_data)
+
+    async def refresh_bot_data(self, bot_data: dict[Any, Any]) -> None:
+        """Before a handler: pick up another program's change to bot data, if any (see module doc)."""
+        await self._refresh("bot_data", 0, bot_data)
+
+    async def flush(self) -> None:
+        """Finish queued writes, then close the file (PTB's last call, in ``shutdown()``).
+        The instance stays usable: the next call reopens the file."""
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+
+def _statement(table: str, delete: bool) -> str:
+    """The SQL of one queued write."""
+    if table == "conversations":
+        if delete:
+            return "DELETE FROM conversations WHERE name = ? AND key = ?"
+        return ("INSERT INTO conversations (name, key, state) VALUES (?, ?, ?)"
+                " ON CONFLICT (name, key) DO UPDATE SET state = excluded.state")
+    column = _KEY_COLUMN[table]
+    if delete:
+        return f"DELETE FROM {table} WHERE {column} = ?"
+    return (f"INSERT INTO {table} ({column}, data, version) VALUES (?, ?, ?)"
+            f" ON CONFLICT ({column}) DO UPDATE SET data = excluded.data, version = excluded.version")

@@ -1,0 +1,352 @@
+"""What ``SQLitePersistence`` promises beyond PTB's contract: exact JSON, clear errors, refresh
+that never loses unsaved data, a file readers can query, and owner-only permissions."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime
+import enum
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from telegram import Message
+from telegram.ext import CommandHandler, ContextTypes, MessageHandler, filters
+from test_persistence_contract import same
+
+from bots import stage1_pickle_logger as stage1
+from bots.offline import ALICE, BOB, OfflineChat, application_builder, group_chat
+from persistence.sqlite import SCHEMA_VERSION, DatabaseFileError, DataNotStorableError, SQLitePersistence
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "bot.sqlite3"
+
+
+def rows(path: Path, sql: str, params=()) -> list[tuple]:
+    """Read the file the way a reader would, with the stdlib sqlite3 module."""
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+async def stored_after_restart(path: Path, **kwargs):
+    p = SQLitePersistence(path, **kwargs)
+    try:
+        return await p.get_chat_data()
+    finally:
+        await p.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON mode: exact round trips, readable rows, clear refusals
+# ---------------------------------------------------------------------------------------------
+EXACT = [
+    {1: "int key", "1": "str key", None: "none key", 2.5: "float key"},
+    {"$looks": "like a tag", "$tuple": [1, 2]},
+    {"deep": {2: {3: {(4, "five"): [6, (7,)]}}}},
+    {"ints": [2**53 + 1, -(2**63), 2**100], "floats": [0.1, -0.0, 1e308, float("inf")]},
+    {"empty": [(), [], {}, ""], "none": None, "bools": [True, False]},
+]
+
+
+@pytest.mark.parametrize("data", EXACT, ids=range(len(EXACT)))
+async def test_json_round_trips_exactly(db, data):
+    p = SQLitePersistence(db)
+    await p.update_chat_data(1, data)
+    await p.flush()
+    assert same((await stored_after_restart(db))[1], data)
+
+
+async def test_nan_round_trips(db):
+    p = SQLitePersistence(db)
+    await p.update_chat_data(1, {"x": float("nan")})
+    await p.flush()
+    value = (await stored_after_restart(db))[1]["x"]
+    assert type(value) is float and value != value
+
+
+async def test_rows_are_readable_json_for_sqlite3(db):
+    async with OfflineChat(stage1.build_application, lambda: SQLitePersistence(db)) as chat:
+        await chat.send("remember the milk")
+        await chat.save()
+        assert rows(db, "SELECT json_extract(data, '$.messages[0].message') FROM chat_data"
+                        " WHERE chat_id = ?", (ALICE.id,)) == [("remember the milk",)]
+    assert rows(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert rows(db, "SELECT value FROM settings WHERE name = 'serializer'") == [("json",)]
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+@pytest.mark.parametrize(("bad", "where", "kind"), [
+    ({"when": [datetime.date(2024, 1, 1)]}, "['when'][0]", "datetime.date"),
+    ({"tags": {"a", "b"}}, "['tags']", "builtins.set"),
+    ({frozenset({1}): 1}, "a key of the top level", "builtins.frozenset"),
+    ({"colour": Colour.RED}, "['colour']", "Colour"),
+    ({"counts": collections.defaultdict(int)}, "['counts']", "collections.defaultdict"),
+], ids=["date", "set", "key", "int-subclass", "dict-subclass"])
+async def test_unstorable_data_is_refused_with_kind_id_and_place(db, bad, where, kind):
+    """Refused at save time; that chat keeps what it had, the rest of the round is written."""
+    p = SQLitePersistence(db)
+    await p.update_chat_data(7, {"kept": "old"})
+    results = await asyncio.gather(
+        p.update_chat_data(7, bad), p.update_chat_data(8, {"fine": 1}), return_exceptions=True)
+    assert isinstance(results[0], DataNotStorableError) and results[1] is None
+    message = str(results[0])
+    assert "chat_data of chat 7" in message and where in message and kind in message
+    assert "serializer='pickle'" in message
+    await p.flush()
+    assert await stored_after_restart(db) == {7: {"kept": "old"}, 8: {"fine": 1}}
+
+
+async def test_a_cycle_is_refused_clearly(db):
+    cyclic: dict = {}
+    cyclic["self"] = cyclic
+    p = SQLitePersistence(db)
+    with pytest.raises(DataNotStorableError, match="user_data of user 5: it nests too deeply"):
+        await p.update_user_data(5, cyclic)
+    await p.flush()
+
+
+async def test_unstorable_data_reaches_the_error_handler_with_the_id(db):
+    """Through Application: the failed write goes to the error handlers; the bot keeps running."""
+    errors = []
+
+    async def remember_date(update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        context.chat_data["when"] = update.effective_message.date
+
+    async def on_error(update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        errors.append(context.error)
+
+    def build(persistence=None, request=None, token=None):
+        app = application_builder(token, request).persistence(persistence).build()
+        app.add_handler(MessageHandler(filters.TEXT, remember_date))
+        app.add_error_handler(on_error)
+        return app
+
+    async with OfflineChat(build, lambda: SQLitePersistence(db)) as chat:
+        await chat.send("hello")
+        await chat.send("hello", user=BOB)
+        await chat.save()
+    assert len(errors) == 2 and all(isinstance(e, DataNotStorableError) for e in errors)
+    assert {str(ALICE.id), str(BOB.id)} <= {word for e in errors for word in str(e).split(":")[0].split()}
+
+
+# ---------------------------------------------------------------------------------------------
+# pickle mode
+# ---------------------------------------------------------------------------------------------
+async def test_pickle_mode_stores_anything_picklable(db):
+    data = {"when": datetime.datetime(2024, 1, 2, 3, 4), "tags": {"a"}, "colour": Colour.RED}
+    p = SQLitePersistence(db, serializer="pickle")
+    await p.update_user_data(1, data)
+    await p.flush()
+    p = SQLitePersistence(db, serializer="pickle")
+    assert same(await p.get_user_data(), {1: data})
+    await p.flush()
+
+
+async def test_pickle_mode_gives_telegram_objects_the_current_bot(db):
+    async def keep_message(update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        context.user_data["message"] = update.effective_message
+
+    async def reply_to_kept(update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await context.user_data["message"].reply_text("replying to what you said before")
+
+    def build(persistence=None, request=None, token=None):
+        app = application_builder(token, request).persistence(persistence).build()
+        app.add_handler(CommandHandler("again", reply_to_kept))
+        app.add_handler(MessageHandler(filters.TEXT, keep_message))
+        return app
+
+    async with OfflineChat(build, lambda: SQLitePersistence(db, serializer="pickle")) as chat:
+        await chat.send("keep me")
+        await chat.restart()
+        kept = chat.app.user_data[ALICE.id]["message"]
+        assert isinstance(kept, Message) and kept.text == "keep me"
+        assert kept.get_bot() is chat.app.bot
+        assert await chat.send("/again") == ["replying to what you said before"]
+
+
+async def test_unpicklable_data_is_refused_with_the_id(db):
+    p = SQLitePersistence(db, serializer="pickle")
+    with pytest.raises(DataNotStorableError, match="chat_data of chat 3 with pickle"):
+        await p.update_chat_data(3, {"lock": asyncio.Lock(), "f": lambda: 1})
+    await p.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# the file: created owner-only, refused clearly when it is not ours, never changed by a refusal
+# ---------------------------------------------------------------------------------------------
+async def test_the_file_is_created_owner_only(db):
+    p = SQLitePersistence(db)
+    await p.update_chat_data(1, {"a": 1})
+    for path in db.parent.iterdir():  # the database and its -wal/-shm files
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    await p.flush()
+
+
+def make_foreign(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        conn.execute("INSERT INTO invoices VALUES (1, 9.99)")
+    conn.close()
+
+
+def make_newer(path: Path) -> None:
+    asyncio.run(_make_newer(path))
+
+
+async def _make_newer(path: Path) -> None:
+    p = SQLitePersistence(path)
+    await p.update_chat_data(1, {"a": 1})
+    await p.flush()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+
+
+def make_truncated(path: Path) -> None:
+    asyncio.run(_make_newer(path))
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.executemany("INSERT INTO chat_data (chat_id, data) VALUES (?, ?)",
+                         [(i, json.dumps({"pad": "x" * 3000})) for i in range(2, 60)])
+    conn.close()
+    path.write_bytes(path.read_bytes()[: 4096 * 3])
+
+
+@pytest.mark.parametrize(("prepare", "expected"), [
+    (lambda p: p.write_bytes(b"just some text, not a database" * 10), "cannot be used"),
+    (make_foreign, "another program"),
+    (make_newer, "newer SQLitePersistence"),
+    (make_truncated, "cannot be used"),
+], ids=["not-sqlite", "foreign", "newer", "truncated"])
+async def test_an_unusable_file_is_refused_by_name_and_left_unchanged(db, prepare, expected):
+    await asyncio.to_thread(prepare, db)
+    before = db.read_bytes()
+    p = SQLitePersistence(db)
+    with pytest.raises(DatabaseFileError, match=expected) as info:
+        await p.get_user_data()
+        await p.get_chat_data()
+    assert str(db) in str(info.value)
+    await p.flush()
+    assert db.read_bytes() == before
+
+
+async def test_a_file_made_with_the_other_serializer_is_refused(db):
+    p = SQLitePersistence(db)
+    await p.update_bot_data({"a": 1})
+    await p.flush()
+    with pytest.raises(DatabaseFileError, match="serializer='json'"):
+        await SQLitePersistence(db, serializer="pickle").get_bot_data()
+
+
+async def test_a_path_that_cannot_be_created_is_refused_clearly(tmp_path):
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("I am a file")
+    with pytest.raises(DatabaseFileError, match=r"Cannot create the database file .*a-file/bot\.sqlite3"):
+        await SQLitePersistence(not_a_directory / "bot.sqlite3").get_user_data()
+
+
+# ---------------------------------------------------------------------------------------------
+# refresh: never lose unsaved data, pick up other programs' changes
+# ---------------------------------------------------------------------------------------------
+async def test_messages_between_saves_are_never_lost(db):
+    """The article's bug 7, the other way round: refresh must not replace unsaved data."""
+    async with OfflineChat(stage1.build_application, lambda: SQLitePersistence(db)) as chat:
+        await chat.send("one")
+        await chat.send("two")
+        await chat.save()
+        await chat.send("three")
+        await chat.save()
+        await chat.restart()
+        assert [m["message"] for m in chat.app.chat_data[ALICE.id]["messages"]] == ["one", "two", "three"]
+
+
+async def test_refresh_picks_up_a_change_made_by_another_program(db):
+    async with OfflineChat(stage1.build_application, lambda: SQLitePersistence(db)) as chat:
+        await chat.send("mine")
+        await chat.save()
+        admin = SQLitePersistence(db)
+        chats = await admin.get_chat_data()
+        chats[ALICE.id]["messages"].append({"message": "added by admin", "message_ts": 0.0})
+        await admin.update_chat_data(ALICE.id, chats[ALICE.id])
+        await admin.flush()
+        [reply] = await chat.send("/show_data")
+        assert "mine" in reply and "added by admin" in reply
+
+
+async def test_refresh_sees_raw_sql_updates_and_deletes(db):
+    """A plain UPDATE by any program bumps the row's version (a trigger), so refresh notices."""
+    async with OfflineChat(stage1.build_application, lambda: SQLitePersistence(db)) as chat:
+        await chat.send("mine")
+        await chat.save()
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE chat_data SET data = json_set(data, '$.messages[0].message', 'edited')")
+        conn.close()
+        [reply] = await chat.send("/show_data")
+        assert "edited" in reply and "mine" not in reply
+        await chat.save()
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM chat_data")
+        conn.close()
+        assert await chat.send("/show_data") == ["Nothing stored for this chat yet."]
+
+
+async def test_refresh_never_clobbers_unsaved_changes(db):
+    async with OfflineChat(stage1.build_application, lambda: SQLitePersistence(db)) as chat:
+        await chat.send("saved")
+        await chat.save()
+        await chat.send("not saved yet")
+        admin = SQLitePersistence(db)
+        await admin.update_chat_data(ALICE.id, {"messages": []})
+        await admin.flush()
+        [reply] = await chat.send("/show_data")
+        assert "saved" in reply and "not saved yet" in reply
+
+
+async def test_other_chats_are_not_refreshed_by_one_chats_update(db):
+    async with OfflineChat(stage1.build_application, lambda: SQLitePersistence(db)) as chat:
+        await chat.send("group note", chat=group_chat())
+        await chat.save()
+        assert await chat.send("/show_data", chat=group_chat()) != []
+
+
+# ---------------------------------------------------------------------------------------------
+# rows and transactions
+# ---------------------------------------------------------------------------------------------
+async def test_an_ended_conversation_leaves_no_row(db):
+    p = SQLitePersistence(db)
+    await p.update_conversation("form", (1, 2), 1)
+    assert rows(db, "SELECT name, key, state FROM conversations") == [("form", "[1, 2]", "1")]
+    await p.update_conversation("form", (1, 2), None)
+    assert rows(db, "SELECT count(*) FROM conversations") == [(0,)]
+    await p.flush()
+
+
+async def test_a_save_round_is_one_transaction(db):
+    """Every write of a round lands in one commit: a reader sees all of them or none."""
+    p = SQLitePersistence(db)
+    await p.update_bot_data({})
+    commits = []
+    conn = await p._connection()  # the test looks inside: count the COMMITs on this connection
+    await conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    await asyncio.gather(*(p.update_chat_data(i, {"n": i}) for i in range(100)), p.update_bot_data({"r": 1}))
+    assert commits == ["COMMIT"]
+    await p.flush()
+
+
+async def test_async_with_app_twice_on_one_instance(db):
+    persistence = SQLitePersistence(db)
+    app = stage1.build_application(persistence=persistence, request=OfflineChat(stage1.build_application).api)
+    async with app:
+        app.chat_data[1]["x"] = 1
+        app.mark_data_for_update_persistence(chat_ids=1)
+    async with app:
+        assert app.chat_data[1] == {"x": 1}
