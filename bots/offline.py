@@ -38,6 +38,8 @@ from telegram.error import InvalidToken
 from telegram.ext import Application, ApplicationBuilder, BasePersistence
 from telegram.request import BaseRequest, RequestData
 
+from persistence.sqlite import DatabaseFileError
+
 OFFLINE_TOKEN = "123456789:OFFLINE-not-a-real-token"
 """A syntactically valid token; nothing is ever sent with it."""
 
@@ -586,6 +588,8 @@ async def _start_over(chat: OfflineChat, path: Path) -> None:
         await chat.start()
     except Exception as exc:
         chat.discard()
+        if isinstance(exc, DatabaseFileError):  # it already names the file and the fix
+            raise StartupError(str(exc)) from exc
         raise StartupError(
             f"Cannot load the bot's data from {path}: {exc}\n"
             f"The file was not changed. Move it away to start fresh, or point --file at another file."

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-STAGES = ["stage1_pickle_logger"]
+STAGES = ["stage1_pickle_logger", "stage3_sqlite_logger"]
 
 
 def run(stage: str, *args: str, stdin: str = "", cwd: Path, env: dict | None = None):
@@ -66,3 +66,29 @@ def test_unreadable_data_file_is_one_clear_error_and_left_alone(tmp_path):
 def test_bad_arguments_exit_2(tmp_path):
     result = run("stage1_pickle_logger", "--no-such-flag", cwd=tmp_path)
     assert result.returncode == 2 and "usage:" in result.stderr
+
+
+def test_stage3_stdin_chat_and_a_bad_database_file(tmp_path):
+    first = run("stage3_sqlite_logger", stdin="remember the milk\n/show_data\n", cwd=tmp_path)
+    assert first.returncode == 0 and "remember the milk" in first.stdout, first.stderr
+    assert (tmp_path / "stage3.sqlite3").stat().st_mode & 0o077 == 0
+    bad = tmp_path / "other.sqlite3"
+    bad.write_text("not a database")
+    second = run("stage3_sqlite_logger", "--file", "other.sqlite3", stdin="hello\n", cwd=tmp_path)
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert "other.sqlite3 cannot be used as the bot's database" in second.stderr
+    assert bad.read_text() == "not a database"
+
+
+def test_the_contract_suite_runs_against_a_class_named_on_the_command_line(tmp_path):
+    """The documented way for bot authors to check their own persistence."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:nbmake", "-o", "addopts=", "-v",
+         str(REPO / "tests" / "test_persistence_contract.py"),
+         "--persistence", "persistence.sqlite:SQLitePersistence"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    passed = [line for line in result.stdout.splitlines() if " PASSED" in line]
+    assert len(passed) >= 15
+    assert all("[persistence.sqlite:SQLitePersistence]" in line for line in passed)
