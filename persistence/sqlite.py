@@ -62,8 +62,11 @@ Behaviour worth knowing
   ``executemany``; a row is only ever committed whole.
 * ``refresh_*`` (called by PTB before every update's handlers) never overwrites changes the bot has
   not saved yet. For an id with no unsaved change it picks up a row that another program (an admin
-  script, a second process) changed since this instance last read or wrote it. Limit: when the bot
-  *and* another program both change the same id between two saves, the bot's save wins.
+  script, a second process) changed since this instance last read or wrote it.
+* When the bot *and* another program both change the same id between two saves, the save merges
+  them key by key (top-level keys of the dict): keys only the other program changed keep its
+  values, and reach the bot's live data at the next update. Limit: a key *both* changed keeps the
+  bot's value.
 * ``flush()`` (PTB's last call, in ``shutdown()``) commits and closes; the instance reopens the file
   if it is used again.
 * The file uses WAL mode: a reader never blocks the bot, a crash never corrupts the file, and
@@ -275,11 +278,15 @@ class SQLitePersistence(BasePersistence):
         self.busy_timeout = busy_timeout
         self._db: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
-        # version of each row as this instance last read or wrote it: {table: {key: version}}
-        self._versions: dict[str, dict[Any, int]] = {table: {} for table in _KEY_COLUMN}
+        # each row as this instance last read or wrote it: {table: {key: (version, stored data)}}.
+        # The stored data is the common base when another program changed the row meanwhile.
+        self._known: dict[str, dict[Any, tuple[int, Any]]] = {table: {} for table in _KEY_COLUMN}
         # ids refreshed for a handler and not written since: they may hold unsaved changes.
         # The value is a stamp, so a write only clears the refresh it has seen.
         self._unsaved: dict[str, dict[Any, int]] = {table: {} for table in _KEY_COLUMN}
+        # another program's changes that a save merged in but PTB's live data does not have yet:
+        # {table: {key: {top-level key: value, or _DELETE}}}. The next refresh hands them over.
+        self._merged_in: dict[str, dict[Any, dict]] = {table: {} for table in _KEY_COLUMN}
         self._stamps = 0
         self._queue: list[_Write] = []
         self._writer: asyncio.Task | None = None
@@ -455,6 +462,10 @@ class SQLitePersistence(BasePersistence):
         return failed
 
     async def _write_batch(self, batch: list[_Write]) -> None:
+        for write in batch:  # merged-in changes the live data does not have yet stay in the row
+            pending = self._merged_in.get(write.table, {}).get(write.key)
+            if pending and isinstance(write.value, dict):
+                write.value = _apply(dict(write.value), pending)
         failed = await asyncio.to_thread(self._prepare, batch)
         for write, exc in failed:
             write.done.set_exception(exc)
@@ -462,31 +473,49 @@ class SQLitePersistence(BasePersistence):
         if not batch:
             return
         db = await self._connection()
-        # consecutive writes of the same statement go into one executemany
-        runs: list[tuple[str, list[tuple]]] = []
-        for write in batch:
-            sql = _statement(write.table, write.value is _DELETE)
-            if runs and runs[-1][0] == sql:
-                runs[-1][1].append(write.params)
-            else:
-                runs.append((sql, [write.params]))
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for sql, rows in runs:
+            for table in ("user_data", "chat_data", "bot_data"):
+                await self._merge_other_writers(db, table, batch)
+            for sql, rows in _runs(batch):
                 await db.executemany(sql, rows)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
             raise
         for write in batch:
-            if write.table in _KEY_COLUMN:
-                versions = self._versions[write.table]
-                if write.value is _DELETE:
-                    versions.pop(write.key, None)
-                else:
-                    versions[write.key] = write.params[2]
+            known = self._known.get(write.table)
+            if known is not None and write.value is _DELETE:
+                known.pop(write.key, None)
+            elif known is not None:
+                known[write.key] = (write.params[2], write.params[1])
             if not write.done.done():
                 write.done.set_result(None)
+
+    async def _merge_other_writers(self, db: aiosqlite.Connection, table: str, batch: list[_Write]) -> None:
+        """Inside the save's transaction: for each row another program changed since this instance
+        last read or wrote it, keep that program's changes in what is written (see :func:`_merge`)."""
+        writes = {w.key: w for w in batch if w.table == table and w.value is not _DELETE}
+        if not writes:
+            return
+        known = self._known[table]
+        mine = json.dumps({str(key): known[key][0] if key in known else None for key in writes})
+        column = _KEY_COLUMN[table]
+        async with db.execute(
+            f"SELECT {table}.{column}, data FROM {table} JOIN json_each(?) AS mine"
+            f" ON {table}.{column} = CAST(mine.key AS INTEGER) WHERE version IS NOT mine.value", (mine,)
+        ) as cursor:
+            changed = await cursor.fetchall()
+        for key, data in changed:
+            write = writes[key]
+            remote = self._decode(data, write.what)
+            base = self._decode(known[key][1], write.what) if key in known else {}
+            if not (isinstance(write.value, dict) and isinstance(remote, dict)):
+                continue
+            merged, taken = _merge(write.value, remote, base)
+            if taken:
+                self._merged_in[table].setdefault(key, {}).update(taken)
+                write.params = (key, self._encode(merged, write.what), write.params[2])
 
     async def _write(self, table: str, key: Any, value: Any, what: str) -> None:
         stamp = self._unsaved.get(table, {}).get(key)
@@ -500,15 +529,18 @@ class SQLitePersistence(BasePersistence):
         column = _KEY_COLUMN[table]
         rows = await self._select(f"SELECT {column}, data, version FROM {table}")
         loaded = {}
-        versions = self._versions[table]
+        known = self._known[table]
         for key, data, version in rows:
             loaded[key] = self._decode(data, _WHAT[table].format(key))
-            versions[key] = version
+            known[key] = (version, data)
         return loaded
 
     async def _refresh(self, table: str, key: int, live: dict) -> None:
         """Bring ``live`` (the dict a handler is about to use) up to date with the file, in place,
         unless it may hold changes not saved yet."""
+        taken = self._merged_in[table].pop(key, None)
+        if taken:  # another program's changes, already merged into the row by a save
+            _apply(live, taken)
         unsaved = self._unsaved[table]
         self._stamps += 1
         if key in unsaved:
@@ -516,21 +548,20 @@ class SQLitePersistence(BasePersistence):
             return
         unsaved[key] = self._stamps  # the handler that follows may change it
         column = _KEY_COLUMN[table]
-        known = self._versions[table].get(key)
+        known = self._known[table]
+        version = known[key][0] if key in known else None
         rows = await self._select(
-            f"SELECT version, CASE WHEN version IS ? THEN NULL ELSE data END FROM {table}"
-            f" WHERE {column} = ?", (known, key))
-        if not rows:
-            if known is not None:  # deleted by another program
-                self._versions[table].pop(key, None)
-                live.clear()
-            return
-        version, data = rows[0]
-        if version != known:
+            f"SELECT version, data FROM {table} WHERE {column} = ? AND version IS NOT ?", (key, version))
+        if rows:
+            version, data = rows[0]
             fresh = self._decode(data, _WHAT[table].format(key))
             live.clear()
             live.update(fresh)
-            self._versions[table][key] = version
+            known[key] = (version, data)
+        elif key in known and not await self._select(
+                f"SELECT 1 FROM {table} WHERE {column} = ?", (key,)):
+            del known[key]  # another program deleted the row
+            live.clear()
 
     # ---- the 16 methods PTB calls --------------------------------------------------------------------
     async def get_user_data(self) -> dict[int, Any]:
@@ -588,11 +619,13 @@ class SQLitePersistence(BasePersistence):
     async def drop_user_data(self, user_id: int) -> None:
         """Delete a user's row (after ``Application.drop_user_data``)."""
         self._unsaved["user_data"].pop(user_id, None)
+        self._merged_in["user_data"].pop(user_id, None)
         await self._write("user_data", user_id, _DELETE, f"user_data of user {user_id}")
 
     async def drop_chat_data(self, chat_id: int) -> None:
         """Delete a chat's row (after ``Application.drop_chat_data`` or a migration)."""
         self._unsaved["chat_data"].pop(chat_id, None)
+        self._merged_in["chat_data"].pop(chat_id, None)
         await self._write("chat_data", chat_id, _DELETE, f"chat_data of chat {chat_id}")
 
     async def refresh_user_data(self, user_id: int, user_data: dict[Any, Any]) -> None:
@@ -629,3 +662,41 @@ def _statement(table: str, delete: bool) -> str:
         return f"DELETE FROM {table} WHERE {column} = ?"
     return (f"INSERT INTO {table} ({column}, data, version) VALUES (?, ?, ?)"
             f" ON CONFLICT ({column}) DO UPDATE SET data = excluded.data, version = excluded.version")
+
+
+def _runs(batch: list[_Write]) -> list[tuple[str, list[tuple]]]:
+    """The batch as (SQL, rows) runs: consecutive writes of one statement share an executemany."""
+    runs: list[tuple[str, list[tuple]]] = []
+    for write in batch:
+        sql = _statement(write.table, write.value is _DELETE)
+        if runs and runs[-1][0] == sql:
+            runs[-1][1].append(write.params)
+        else:
+            runs.append((sql, [write.params]))
+    return runs
+
+
+def _merge(ours: dict, theirs: dict, base: dict) -> tuple[dict, dict]:
+    """Three-way merge of one row, top-level key by top-level key.
+
+    ``base`` is the row as this instance last read or wrote it, ``theirs`` what another program
+    has written since, ``ours`` what this instance is saving. A key that only they changed takes
+    their value (or is deleted); every other key keeps ours - so when both sides change the same
+    key, ours wins. Returns the merged dict and the keys taken from theirs."""
+    merged, taken = dict(ours), {}
+    for key in theirs.keys() | base.keys():
+        before = base.get(key, _DELETE)
+        now = theirs.get(key, _DELETE)
+        if now != before and ours.get(key, _DELETE) == before:
+            taken[key] = now
+    return _apply(merged, taken), taken
+
+
+def _apply(data: dict, changes: dict) -> dict:
+    """Set (or, for ``_DELETE``, remove) each changed key in ``data``, in place; returns ``data``."""
+    for key, value in changes.items():
+        if value is _DELETE:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return data

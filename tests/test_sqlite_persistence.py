@@ -311,6 +311,43 @@ async def test_refresh_never_clobbers_unsaved_changes(db):
         assert "saved" in reply and "not saved yet" in reply
 
 
+async def test_a_save_keeps_another_programs_change_to_an_id_with_unsaved_changes(db):
+    """Both sides change the same chat between two saves: the bot's save merges key by key, so
+    neither write is lost, and the bot's live data gets the other program's key at the next update."""
+    async with OfflineChat(stage1.build_application, lambda: SQLitePersistence(db)) as chat:
+        await chat.send("saved")
+        await chat.save()
+        await chat.send("not saved yet")  # the chat now has an unsaved change
+        admin = SQLitePersistence(db)
+        chats = await admin.get_chat_data()
+        chats[ALICE.id]["language"] = "de"
+        await admin.update_chat_data(ALICE.id, chats[ALICE.id])
+        await admin.flush()
+        await chat.save()
+        stored = await stored_after_restart(db)
+        assert stored[ALICE.id]["language"] == "de"
+        assert [m["message"] for m in stored[ALICE.id]["messages"]] == ["saved", "not saved yet"]
+        await chat.send("/show_data")
+        assert chat.app.chat_data[ALICE.id]["language"] == "de"
+        await chat.save()
+    stored = await stored_after_restart(db)
+    assert stored[ALICE.id]["language"] == "de" and len(stored[ALICE.id]["messages"]) == 2
+
+
+async def test_when_both_change_the_same_key_the_bots_save_wins(db):
+    p = SQLitePersistence(db)
+    await p.update_user_data(1, {"name": "Ada", "city": "London"})
+    other = SQLitePersistence(db)
+    await other.get_user_data()
+    await other.update_user_data(1, {"name": "Grace", "city": "London", "note": "from admin"})
+    await other.flush()
+    await p.update_user_data(1, {"name": "Ada Lovelace", "city": "London"})
+    await p.flush()
+    p = SQLitePersistence(db)
+    assert await p.get_user_data() == {1: {"name": "Ada Lovelace", "city": "London", "note": "from admin"}}
+    await p.flush()
+
+
 async def test_other_chats_are_not_refreshed_by_one_chats_update(db):
     async with OfflineChat(stage1.build_application, lambda: SQLitePersistence(db)) as chat:
         await chat.send("group note", chat=group_chat())
