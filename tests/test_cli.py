@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-STAGES = ["stage1_pickle_logger", "stage3_sqlite_logger"]
+STAGES = ["stage1_pickle_logger", "stage2_article_sqlite", "stage3_sqlite_logger"]
 
 
 def run(stage: str, *args: str, stdin: str = "", cwd: Path, env: dict | None = None):
@@ -92,3 +92,12 @@ def test_the_contract_suite_runs_against_a_class_named_on_the_command_line(tmp_p
     passed = [line for line in result.stdout.splitlines() if " PASSED" in line]
     assert len(passed) >= 15
     assert all("[persistence.sqlite:SQLitePersistence]" in line for line in passed)
+
+
+def test_stage2_stdin_chat_shows_its_bugs_and_exits_0(tmp_path):
+    """The article's refresh (bug 7) eats the unsaved message; its sync flush (bug 4) crashes
+    shutdown, which the stage explains instead of printing a traceback."""
+    result = run("stage2_article_sqlite", stdin="hello\n/show_data\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Nothing stored for this chat yet." in result.stdout
+    assert "bug 4" in result.stderr and "Traceback" not in result.stderr
