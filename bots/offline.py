@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from telegram import Update
-from telegram.error import InvalidToken
-from telegram.ext import Application, ApplicationBuilder, BasePersistence
+from telegram.error import InvalidToken, NetworkError
+from telegram.ext import Application, ApplicationBuilder, BasePersistence, CallbackContext
 from telegram.request import BaseRequest, RequestData
 
 from persistence.sqlite import DatabaseFileError
@@ -529,6 +529,23 @@ OFFLINE_HELP = (
 )
 
 
+logger = logging.getLogger("bots")
+
+
+async def log_error(update: object, context: CallbackContext) -> None:
+    """The error handler of every stage: log the error with the chat and user involved, and let
+    the bot carry on. Errors of a save have no update; the persistence's message names the id."""
+    if isinstance(update, Update):
+        chat = update.effective_chat.id if update.effective_chat else None
+        user = update.effective_user.id if update.effective_user else None
+        where = f"while handling an update (chat {chat}, user {user})"
+    elif update is None:
+        where = "while saving (update_persistence)"
+    else:
+        where = f"while handling {update!r:.80}"
+    logger.error("%s: %s", where, context.error, exc_info=context.error)
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Log like PTB's examples, but keep httpx below INFO: it logs request URLs, which contain
     the bot token."""
@@ -569,6 +586,10 @@ def run_stage(stage: Stage, argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_terminal_chat(stage, path))
     except InvalidToken:
         print("Telegram refused BOT_TOKEN: check the token @BotFather gave you, "
+              "or unset BOT_TOKEN to run offline.", file=sys.stderr)
+        return 1
+    except NetworkError as exc:
+        print(f"Cannot reach Telegram ({exc}). Check this machine's network, "
               "or unset BOT_TOKEN to run offline.", file=sys.stderr)
         return 1
     except StartupError as exc:

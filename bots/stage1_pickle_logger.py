@@ -35,7 +35,7 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
-from bots.offline import OfflineChat, Stage, application_builder, run_stage
+from bots.offline import OfflineChat, Stage, application_builder, log_error, run_stage
 
 START_TEXT = (
     "I am a message logger. Everything you write here is stored for this chat, "
@@ -97,6 +97,7 @@ def build_application(
         builder = builder.persistence(persistence)
     app = builder.build()
     add_logger_handlers(app)
+    app.add_error_handler(log_error)
     return app
 
 

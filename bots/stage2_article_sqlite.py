@@ -34,7 +34,7 @@ from telegram import Update
 from telegram.ext import Application, BasePersistence, CommandHandler, ContextTypes, filters
 from telegram.request import BaseRequest
 
-from bots.offline import BOB, OfflineChat, Stage, User, application_builder, run_stage
+from bots.offline import BOB, OfflineChat, Stage, User, application_builder, log_error, run_stage
 from bots.stage1_pickle_logger import add_logger_handlers
 from persistence.article import ArticleSqlitePersistence, create_article_table
 
@@ -63,6 +63,7 @@ def build_application(
     app = builder.build()
     add_logger_handlers(app, filters.ALL)
     app.add_handler(CommandHandler("forget", forget))
+    app.add_error_handler(log_error)
     return app
 
 

@@ -101,3 +101,14 @@ def test_stage2_stdin_chat_shows_its_bugs_and_exits_0(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Nothing stored for this chat yet." in result.stdout
     assert "bug 4" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_with_a_token_but_no_network_one_clear_error_and_no_token_in_the_output(stage, tmp_path):
+    """No Telegram server is reachable here: the bot says so in one line. The token never shows
+    (httpx, which logs request URLs containing it, is kept below INFO)."""
+    secret = "123456:TOKEN-SECRET-must-not-be-printed"
+    result = run(stage, cwd=tmp_path, env={"BOT_TOKEN": secret})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("Cannot reach Telegram")
+    assert "TOKEN-SECRET" not in result.stdout + result.stderr

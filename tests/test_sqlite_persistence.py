@@ -355,6 +355,22 @@ async def test_other_chats_are_not_refreshed_by_one_chats_update(db):
         assert await chat.send("/show_data", chat=group_chat()) != []
 
 
+async def test_forget_leaves_no_byte_of_the_user_in_the_files(db):
+    """After a drop is saved, the user's data is in neither the database, its free pages nor the
+    WAL file - even after it was rewritten several times."""
+    marker = "ZEBRA-7c1f-personal-data"
+    async with OfflineChat(stage1.build_application, lambda: SQLitePersistence(db)) as chat:
+        for n in range(5):
+            await chat.send(f"{marker} {n}")
+            await chat.save()
+        assert any(marker.encode() in path.read_bytes() for path in db.parent.iterdir())
+        chat.app.drop_chat_data(ALICE.id)
+        chat.app.drop_user_data(ALICE.id)
+        await chat.save()
+        leftovers = [path.name for path in db.parent.iterdir() if marker.encode() in path.read_bytes()]
+        assert leftovers == []
+
+
 # ---------------------------------------------------------------------------------------------
 # rows and transactions
 # ---------------------------------------------------------------------------------------------
