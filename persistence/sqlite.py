@@ -60,13 +60,12 @@ Behaviour worth knowing
   in a worker thread too, so a large save does not stall the bot.
 * A save round (PTB runs all its ``update_*`` calls at once) is written as one transaction with
   ``executemany``; a row is only ever committed whole.
-* ``refresh_*`` (called by PTB before every update's handlers) never overwrites changes the bot has
-  not saved yet. For an id with no unsaved change it picks up a row that another program (an admin
-  script, a second process) changed since this instance last read or wrote it.
-* When the bot *and* another program both change the same id between two saves, the save merges
-  them key by key (top-level keys of the dict): keys only the other program changed keep its
-  values, and reach the bot's live data at the next update. Limit: a key *both* changed keeps the
-  bot's value.
+* ``refresh_*`` (called by PTB before every update's handlers) picks up a row that another program
+  (an admin script, a second process) changed since this instance last read or wrote it, and never
+  overwrites changes the bot has not saved yet: for an id that may hold unsaved changes it takes
+  only the top-level keys the other program changed and the bot did not.
+* The same merge protects the other program's write when it lands between a refresh and the bot's
+  next save. Limit: a top-level key that *both* changed keeps the bot's value.
 * ``flush()`` (PTB's last call, in ``shutdown()``) commits and closes; the instance reopens the file
   if it is used again.
 * The file uses WAL mode: a reader never blocks the bot, a crash never corrupts the file, and
@@ -545,29 +544,35 @@ class SQLitePersistence(BasePersistence):
         return loaded
 
     async def _refresh(self, table: str, key: int, live: dict) -> None:
-        """Bring ``live`` (the dict a handler is about to use) up to date with the file, in place,
-        unless it may hold changes not saved yet."""
+        """Bring ``live`` (the dict a handler is about to use) up to date with the file, in place.
+
+        If another program changed the row since this instance last read or wrote it: an id with
+        no unsaved change takes the row as it is; an id that may hold unsaved changes takes only
+        the keys the other program changed and the bot did not (see :func:`_merge`)."""
         taken = self._merged_in[table].pop(key, None)
         if taken:  # another program's changes, already merged into the row by a save
             _apply(live, taken)
         unsaved = self._unsaved[table]
+        may_have_changes = key in unsaved
         self._stamps += 1
-        if key in unsaved:
-            unsaved[key] = self._stamps
-            return
         unsaved[key] = self._stamps  # the handler that follows may change it
         column = _KEY_COLUMN[table]
         known = self._known[table]
         version = known[key][0] if key in known else None
         rows = await self._select(
             f"SELECT version, data FROM {table} WHERE {column} = ? AND version IS NOT ?", (key, version))
+        what = _WHAT[table].format(key)
         if rows:
             version, data = rows[0]
-            fresh = self._decode(data, _WHAT[table].format(key))
-            live.clear()
-            live.update(fresh)
+            theirs = self._decode(data, what)
+            if not may_have_changes:
+                live.clear()
+                live.update(theirs)
+            elif isinstance(theirs, dict):
+                base = self._decode(known[key][1], what) if key in known else {}
+                _apply(live, _merge(live, theirs, base)[1])
             known[key] = (version, data)
-        elif key in known and not await self._select(
+        elif key in known and not may_have_changes and not await self._select(
                 f"SELECT 1 FROM {table} WHERE {column} = ?", (key,)):
             del known[key]  # another program deleted the row
             live.clear()

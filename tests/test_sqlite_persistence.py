@@ -311,6 +311,22 @@ async def test_refresh_never_clobbers_unsaved_changes(db):
         assert "saved" in reply and "not saved yet" in reply
 
 
+async def test_refresh_of_an_id_with_unsaved_changes_takes_only_the_other_programs_keys(db):
+    async with OfflineChat(stage1.build_application, lambda: SQLitePersistence(db)) as chat:
+        await chat.send("saved")
+        await chat.save()
+        await chat.send("not saved yet")
+        admin = SQLitePersistence(db)
+        chats = await admin.get_chat_data()
+        chats[ALICE.id]["language"] = "de"
+        chats[ALICE.id]["messages"] = []  # changed by both: the bot's unsaved list wins
+        await admin.update_chat_data(ALICE.id, chats[ALICE.id])
+        await admin.flush()
+        [reply] = await chat.send("/show_data")  # refresh, no save in between
+        assert chat.app.chat_data[ALICE.id]["language"] == "de"
+        assert "saved" in reply and "not saved yet" in reply
+
+
 async def test_a_save_keeps_another_programs_change_to_an_id_with_unsaved_changes(db):
     """Both sides change the same chat between two saves: the bot's save merges key by key, so
     neither write is lost, and the bot's live data gets the other program's key at the next update."""
