@@ -214,8 +214,9 @@ class OfflineBotAPI(BaseRequest):
             "from": BOT_USER,
             "text": params["text"],
         }
-        if "reply_markup" in params:
-            message["reply_markup"] = params["reply_markup"]
+        markup = params.get("reply_markup")
+        if isinstance(markup, dict) and "inline_keyboard" in markup:  # Telegram echoes only these
+            message["reply_markup"] = markup
         return self._store(message)
 
     def _answer_editMessageText(self, params: dict[str, Any]) -> dict[str, Any] | bool:

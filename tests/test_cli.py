@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-STAGES = ["stage1_pickle_logger", "stage2_article_sqlite", "stage3_sqlite_logger"]
+STAGES = [
+    "stage1_pickle_logger", "stage2_article_sqlite", "stage3_sqlite_logger", "stage4_conversation",
+    "stage5_inline_buttons",
+]
 
 
 def run(stage: str, *args: str, stdin: str = "", cwd: Path, env: dict | None = None):
@@ -112,3 +115,17 @@ def test_with_a_token_but_no_network_one_clear_error_and_no_token_in_the_output(
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("Cannot reach Telegram")
     assert "TOKEN-SECRET" not in result.stdout + result.stderr
+
+
+def test_stage4_form_resumes_in_the_next_run(tmp_path):
+    first = run("stage4_conversation", stdin="/start\nAlice\n", cwd=tmp_path)
+    assert first.returncode == 0 and "How old are you?" in first.stdout, first.stderr
+    second = run("stage4_conversation", stdin="34\n", cwd=tmp_path)
+    assert second.returncode == 0 and "which city" in second.stdout, second.stderr
+
+
+def test_stage5_click_in_the_terminal_survives_a_restart(tmp_path):
+    result = run("stage5_inline_buttons", stdin="/menu\n/click pear +6\n/restart\n/click apple +1\n/cart\n",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Your cart: 6 x pear, 1 x apple" in result.stdout.split("(the bot restarted)")[1]

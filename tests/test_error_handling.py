@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from bots import stage1_pickle_logger, stage3_sqlite_logger
+from bots import stage1_pickle_logger, stage3_sqlite_logger, stage4_conversation, stage5_inline_buttons
 from bots.offline import ALICE, OfflineChat
 from persistence import SQLitePersistence
 
@@ -14,6 +14,8 @@ from persistence import SQLitePersistence
 STAGES = [
     (stage1_pickle_logger, "/start"),
     (stage3_sqlite_logger, "/start"),
+    (stage4_conversation, "/start"),
+    (stage5_inline_buttons, "/menu"),
 ]
 
 
