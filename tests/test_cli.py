@@ -12,7 +12,7 @@ from conftest import REPO
 
 STAGES = [
     "stage1_pickle_logger", "stage2_article_sqlite", "stage3_sqlite_logger", "stage4_conversation",
-    "stage5_inline_buttons",
+    "stage5_inline_buttons", "stage6_shared_database",
 ]
 
 

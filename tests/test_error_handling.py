@@ -6,7 +6,13 @@ import logging
 
 import pytest
 
-from bots import stage1_pickle_logger, stage3_sqlite_logger, stage4_conversation, stage5_inline_buttons
+from bots import (
+    stage1_pickle_logger,
+    stage3_sqlite_logger,
+    stage4_conversation,
+    stage5_inline_buttons,
+    stage6_shared_database,
+)
 from bots.offline import ALICE, OfflineChat
 from persistence import SQLitePersistence
 
@@ -16,6 +22,7 @@ STAGES = [
     (stage3_sqlite_logger, "/start"),
     (stage4_conversation, "/start"),
     (stage5_inline_buttons, "/menu"),
+    (stage6_shared_database, "/start"),
 ]
 
 
