@@ -31,6 +31,8 @@ Arguments
     ``"pickle"``: any picklable object; Telegram objects are stored without their ``Bot`` and get
     the current bot back when loaded, as ``PicklePersistence`` does. Not readable outside Python,
     and only ever load a file you trust: unpickling runs code.
+``busy_timeout``
+    Seconds to wait when another program is writing the file at the same moment (default 5).
 
 The schema (``sqlite3 bot.sqlite3 .schema``)
 --------------------------------------------

@@ -137,6 +137,32 @@ async def test_unstorable_data_reaches_the_error_handler_with_the_id(db):
     assert {str(ALICE.id), str(BOB.id)} <= {word for e in errors for word in str(e).split(":")[0].split()}
 
 
+async def test_ten_megabytes_in_one_chat(db):
+    big = {"messages": [{"message": "x" * 1000 + str(i), "message_ts": float(i)} for i in range(10_000)]}
+    p = SQLitePersistence(db)
+    await p.update_chat_data(1, big)
+    await p.flush()
+    assert rows(db, "SELECT length(data) > 10000000 FROM chat_data") == [(1,)]
+    assert (await stored_after_restart(db))[1] == big
+
+
+NASTY = "'; DROP TABLE conversations; -- \" \\ %_ \x00 ünïcødé 💥 $tuple"
+
+
+async def test_sql_metacharacters_and_unicode_in_names_and_keys(db):
+    p = SQLitePersistence(db)
+    await p.update_conversation(NASTY, (NASTY, -1, "inline ✓"), NASTY)
+    await p.update_chat_data(1, {NASTY: [NASTY], "$map": {NASTY: (NASTY,)}})
+    await p.flush()
+    p = SQLitePersistence(db)
+    assert await p.get_conversations(NASTY) == {(NASTY, -1, "inline ✓"): NASTY}
+    assert same((await p.get_chat_data())[1], {NASTY: [NASTY], "$map": {NASTY: (NASTY,)}})
+    await p.update_conversation(NASTY, (NASTY, -1, "inline ✓"), None)
+    assert await p.get_conversations(NASTY) == {}
+    await p.flush()
+    assert rows(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'conversations'") == [(1,)]
+
+
 # ---------------------------------------------------------------------------------------------
 # pickle mode
 # ---------------------------------------------------------------------------------------------
