@@ -144,6 +144,26 @@ class _NotJSON(Exception):
     """Raised inside the encoder; turned into a DataNotStorableError with the value's location."""
 
 
+def _is_plain(value: Any) -> bool:
+    """Whether ``json.dumps(value)`` already says exactly what ``value`` is (the common case):
+    then :func:`_to_json` need not build a tagged copy. Checks, allocates nothing (plain loops:
+    this runs for every value of every save)."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or key.startswith("$") or not _is_plain(item):
+                return False
+        return True
+    if kind is list:
+        for item in value:
+            if not _is_plain(item):
+                return False
+        return True
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    return kind is float and math.isfinite(value)
+
+
 def _to_json(value: Any) -> Any:
     """``value`` as plain JSON types, with tags for what JSON cannot say. Exact types only."""
     kind = type(value)
@@ -394,7 +414,8 @@ class SQLitePersistence(BasePersistence):
         """``value`` as stored in a row; ``what`` names it in errors (e.g. 'chat_data of chat 7')."""
         if self.serializer == "json":
             try:
-                return json.dumps(_to_json(value), ensure_ascii=False, separators=(",", ":"))
+                plain = value if _is_plain(value) else _to_json(value)
+                return json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
             except RecursionError:
                 raise DataNotStorableError(f"Cannot store {what}: it nests too deeply or contains "
                                            "itself (a cycle).") from None
