@@ -64,10 +64,11 @@ Behaviour worth knowing
   ``executemany``; a row is only ever committed whole.
 * ``refresh_*`` (called by PTB before every update's handlers) picks up a row that another program
   (an admin script, a second process) changed since this instance last read or wrote it, and never
-  overwrites changes the bot has not saved yet: for an id that may hold unsaved changes it takes
-  only the top-level keys the other program changed and the bot did not.
-* The same merge protects the other program's write when it lands between a refresh and the bot's
-  next save. Limit: a top-level key that *both* changed keeps the bot's value.
+  overwrites changes the bot has not saved yet: it merges top-level key by key, against the row as
+  this instance last saw it, and takes only the keys the other program changed and the bot did not.
+* A save merges the same way inside its transaction, so another program's write that lands just
+  before it is kept too, and reaches the bot's live data at the next refresh. Limit: a top-level
+  key that *both* changed keeps the bot's value.
 * ``flush()`` (PTB's last call, in ``shutdown()``) commits and closes; the instance reopens the file
   if it is used again.
 * The file uses WAL mode: a reader never blocks the bot, a crash never corrupts the file, and
@@ -303,16 +304,15 @@ class SQLitePersistence(BasePersistence):
         self.busy_timeout = busy_timeout
         self._db: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
+        # one statement or one write transaction at a time on the shared connection: a read must
+        # neither see a save's uncommitted rows nor hold a snapshot while a save begins
+        self._busy = asyncio.Lock()
         # each row as this instance last read or wrote it: {table: {key: (version, stored data)}}.
         # The stored data is the common base when another program changed the row meanwhile.
         self._known: dict[str, dict[Any, tuple[int, Any]]] = {table: {} for table in _KEY_COLUMN}
-        # ids refreshed for a handler and not written since: they may hold unsaved changes.
-        # The value is a stamp, so a write only clears the refresh it has seen.
-        self._unsaved: dict[str, dict[Any, int]] = {table: {} for table in _KEY_COLUMN}
-        # another program's changes that a save merged in but PTB's live data does not have yet:
-        # {table: {key: {top-level key: value, or _DELETE}}}. The next refresh hands them over.
-        self._merged_in: dict[str, dict[Any, dict]] = {table: {} for table in _KEY_COLUMN}
-        self._stamps = 0
+        # another program's changes merged into one side (PTB's live data, or a saved row) that
+        # the other side still has to get: {table: {key: {top-level key: _Taken}}}
+        self._taken: dict[str, dict[Any, dict[Any, _Taken]]] = {table: {} for table in _KEY_COLUMN}
         self._queue: list[_Write] = []
         self._writer: asyncio.Task | None = None
 
@@ -404,8 +404,8 @@ class SQLitePersistence(BasePersistence):
     async def _select(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         db = await self._connection()
         try:
-            async with db.execute(sql, tuple(params)) as cursor:
-                return list(await cursor.fetchall())
+            async with self._busy:  # one call: no statement stays open between two of them
+                return list(await db.execute_fetchall(sql, tuple(params)))
         except sqlite3.DatabaseError as exc:
             raise self._file_error(exc) from exc
 
@@ -489,10 +489,6 @@ class SQLitePersistence(BasePersistence):
         return failed
 
     async def _write_batch(self, batch: list[_Write]) -> None:
-        for write in batch:  # merged-in changes the live data does not have yet stay in the row
-            pending = self._merged_in.get(write.table, {}).get(write.key)
-            if pending and isinstance(write.value, dict):
-                write.value = _apply(dict(write.value), pending)
         failed = await asyncio.to_thread(self._prepare, batch)
         for write, exc in failed:
             write.done.set_exception(exc)
@@ -500,60 +496,88 @@ class SQLitePersistence(BasePersistence):
         if not batch:
             return
         db = await self._connection()
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            for table in ("user_data", "chat_data", "bot_data"):
-                await self._merge_other_writers(db, table, batch)
-            for sql, rows in _runs(batch):
-                await db.executemany(sql, rows)
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-        if any(write.value is _DELETE and write.table in _KEY_COLUMN for write in batch):
-            # a forgotten user's old rows may still sit in the WAL file: move it into the
-            # database (where secure_delete zeroed them) and empty it
-            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        async with self._busy:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                # one instant, no await: what refreshes merged in so far, and the rows as known now
+                handed_over = self._hand_over_to_saves(batch)
+                known = {(write.table, write.key): self._known[write.table].get(write.key)
+                         for write in batch if write.table in _KEY_COLUMN}
+                for table in ("user_data", "chat_data", "bot_data"):
+                    await self._merge_other_writers(db, table, batch, known)
+                for sql, rows in _runs(batch):
+                    await db.executemany(sql, rows)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            if any(write.value is _DELETE and write.table in _KEY_COLUMN for write in batch):
+                # a forgotten user's old rows may still sit in the WAL file: move it into the
+                # database (where secure_delete zeroed them) and empty it
+                await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for table, key, name, change in handed_over:  # both sides have these now
+            if self._taken[table].get(key, {}).get(name) is change:
+                del self._taken[table][key][name]
         for write in batch:
-            known = self._known.get(write.table)
-            if known is not None and write.value is _DELETE:
-                known.pop(write.key, None)
-            elif known is not None:
-                known[write.key] = (write.params[2], write.params[1])
+            if write.table in _KEY_COLUMN and write.value is _DELETE:
+                self._known[write.table].pop(write.key, None)
+                self._taken[write.table].pop(write.key, None)
+            elif write.table in _KEY_COLUMN:
+                self._known[write.table][write.key] = (write.params[2], write.params[1])
             if not write.done.done():
                 write.done.set_result(None)
 
-    async def _merge_other_writers(self, db: aiosqlite.Connection, table: str, batch: list[_Write]) -> None:
+    def _hand_over_to_saves(self, batch: list[_Write]) -> list[tuple[str, Any, Any, _Taken]]:
+        """Put another program's changes that a refresh merged into PTB's live data into the rows
+        about to be written too: PTB may have copied the data for this save before that refresh.
+        Returns the changes both sides have once this save is committed."""
+        done = []
+        for write in batch:
+            taken = self._taken.get(write.table, {}).get(write.key)
+            if not taken or not isinstance(write.value, dict):
+                continue
+            value = dict(write.value)
+            for name, change in taken.items():
+                change.apply_to(value)
+                if change.in_live:
+                    done.append((write.table, write.key, name, change))
+            if value != write.value:  # rare: encode again, here
+                write.value = value
+                write.params = (write.key, self._encode(value, write.what), write.params[2])
+        return done
+
+    async def _merge_other_writers(
+        self, db: aiosqlite.Connection, table: str, batch: list[_Write], known: dict[Any, Any]
+    ) -> None:
         """Inside the save's transaction: for each row another program changed since this instance
-        last read or wrote it, keep that program's changes in what is written (see :func:`_merge`)."""
+        last read or wrote it (``known``: (table, key) -> that row, as of the transaction's start),
+        keep that program's changes in what is written (see :func:`_merge`), and remember to hand
+        them to PTB's live data at the next refresh."""
         writes = {w.key: w for w in batch if w.table == table and w.value is not _DELETE}
         if not writes:
             return
-        known = self._known[table]
-        mine = json.dumps({str(key): known[key][0] if key in known else None for key in writes})
+        known = {key: known[table, key] for key in writes}
+        mine = json.dumps({str(key): known[key][0] if known[key] else None for key in writes})
         column = _KEY_COLUMN[table]
-        async with db.execute(
+        changed = await db.execute_fetchall(
             f"SELECT {table}.{column}, data FROM {table} JOIN json_each(?) AS mine"
-            f" ON {table}.{column} = CAST(mine.key AS INTEGER) WHERE version IS NOT mine.value", (mine,)
-        ) as cursor:
-            changed = await cursor.fetchall()
+            f" ON {table}.{column} = CAST(mine.key AS INTEGER) WHERE version IS NOT mine.value", (mine,))
         for key, data in changed:
             write = writes[key]
-            remote = self._decode(data, write.what)
-            base = self._decode(known[key][1], write.what) if key in known else {}
-            if not (isinstance(write.value, dict) and isinstance(remote, dict)):
+            theirs = self._decode(data, write.what)
+            base = self._decode(known[key][1], write.what) if known[key] else {}
+            if not (isinstance(write.value, dict) and isinstance(theirs, dict)):
                 continue
-            merged, taken = _merge(write.value, remote, base)
+            taken = _merge(write.value, theirs, base)
             if taken:
-                self._merged_in[table].setdefault(key, {}).update(taken)
-                write.params = (key, self._encode(merged, write.what), write.params[2])
+                pending = self._taken[table].setdefault(key, {})
+                for name, value in taken.items():
+                    pending[name] = _Taken(name, value, write.value.get(name, _DELETE), in_live=False)
+                    pending[name].apply_to(write.value)
+                write.params = (key, self._encode(write.value, write.what), write.params[2])
 
     async def _write(self, table: str, key: Any, value: Any, what: str) -> None:
-        stamp = self._unsaved.get(table, {}).get(key)
         await self._submit(_Write(table, key, value, what))
-        unsaved = self._unsaved.get(table, {})
-        if key in unsaved and unsaved[key] == stamp:  # no newer refresh came in meanwhile
-            del unsaved[key]
 
     # ---- reading ------------------------------------------------------------------------------------
     async def _load_table(self, table: str) -> dict[int, Any]:
@@ -569,36 +593,34 @@ class SQLitePersistence(BasePersistence):
     async def _refresh(self, table: str, key: int, live: dict) -> None:
         """Bring ``live`` (the dict a handler is about to use) up to date with the file, in place.
 
-        If another program changed the row since this instance last read or wrote it: an id with
-        no unsaved change takes the row as it is; an id that may hold unsaved changes takes only
-        the keys the other program changed and the bot did not (see :func:`_merge`)."""
-        taken = self._merged_in[table].pop(key, None)
-        if taken:  # another program's changes, already merged into the row by a save
-            _apply(live, taken)
-        unsaved = self._unsaved[table]
-        may_have_changes = key in unsaved
-        self._stamps += 1
-        unsaved[key] = self._stamps  # the handler that follows may change it
-        column = _KEY_COLUMN[table]
+        If another program changed the row since this instance last read or wrote it, ``live``
+        takes the top-level keys that program changed and the bot did not (see :func:`_merge`):
+        all of them when the bot has no unsaved change, and never one the bot changed."""
+        for change in self._taken[table].get(key, {}).values():  # merged into a save already
+            if not change.in_live:
+                change.apply_to(live)
+                change.in_live = True
         known = self._known[table]
-        version = known[key][0] if key in known else None
+        before = known.get(key)
         rows = await self._select(
-            f"SELECT version, data FROM {table} WHERE {column} = ? AND version IS NOT ?", (key, version))
+            f"SELECT version, CASE WHEN version IS ? THEN NULL ELSE data END FROM {table}"
+            f" WHERE {_KEY_COLUMN[table]} = ?", (before[0] if before else None, key))
+        if known.get(key) is not before:
+            return  # a save wrote this row meanwhile: what was read is not news
+        if (rows and rows[0][1] is None) or (not rows and before is None):
+            return  # unchanged, or nothing stored and nothing known
         what = _WHAT[table].format(key)
+        theirs = self._decode(rows[0][1], what) if rows else {}  # no row: another program deleted it
+        if isinstance(theirs, dict):
+            base = self._decode(before[1], what) if before else {}
+            pending = self._taken[table].setdefault(key, {})
+            for name, value in _merge(live, theirs, base).items():
+                pending[name] = _Taken(name, value, live.get(name, _DELETE), in_live=True)
+                pending[name].apply_to(live)
         if rows:
-            version, data = rows[0]
-            theirs = self._decode(data, what)
-            if not may_have_changes:
-                live.clear()
-                live.update(theirs)
-            elif isinstance(theirs, dict):
-                base = self._decode(known[key][1], what) if key in known else {}
-                _apply(live, _merge(live, theirs, base)[1])
-            known[key] = (version, data)
-        elif key in known and not may_have_changes and not await self._select(
-                f"SELECT 1 FROM {table} WHERE {column} = ?", (key,)):
-            del known[key]  # another program deleted the row
-            live.clear()
+            known[key] = (rows[0][0], rows[0][1])
+        else:
+            del known[key]
 
     # ---- the 16 methods PTB calls --------------------------------------------------------------------
     async def get_user_data(self) -> dict[int, Any]:
@@ -655,14 +677,10 @@ class SQLitePersistence(BasePersistence):
 
     async def drop_user_data(self, user_id: int) -> None:
         """Delete a user's row (after ``Application.drop_user_data``)."""
-        self._unsaved["user_data"].pop(user_id, None)
-        self._merged_in["user_data"].pop(user_id, None)
         await self._write("user_data", user_id, _DELETE, f"user_data of user {user_id}")
 
     async def drop_chat_data(self, chat_id: int) -> None:
         """Delete a chat's row (after ``Application.drop_chat_data`` or a migration)."""
-        self._unsaved["chat_data"].pop(chat_id, None)
-        self._merged_in["chat_data"].pop(chat_id, None)
         await self._write("chat_data", chat_id, _DELETE, f"chat_data of chat {chat_id}")
 
     async def refresh_user_data(self, user_id: int, user_data: dict[Any, Any]) -> None:
@@ -685,6 +703,7 @@ class SQLitePersistence(BasePersistence):
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
+        self._opening, self._busy = asyncio.Lock(), asyncio.Lock()  # usable from another loop too
 
 
 def _statement(table: str, delete: bool) -> str:
@@ -713,27 +732,36 @@ def _runs(batch: list[_Write]) -> list[tuple[str, list[tuple]]]:
     return runs
 
 
-def _merge(ours: dict, theirs: dict, base: dict) -> tuple[dict, dict]:
+def _merge(ours: dict, theirs: dict, base: dict) -> dict:
     """Three-way merge of one row, top-level key by top-level key.
 
     ``base`` is the row as this instance last read or wrote it, ``theirs`` what another program
-    has written since, ``ours`` what this instance is saving. A key that only they changed takes
-    their value (or is deleted); every other key keeps ours - so when both sides change the same
-    key, ours wins. Returns the merged dict and the keys taken from theirs."""
-    merged, taken = dict(ours), {}
+    has written since, ``ours`` this instance's version (PTB's live data, or a copy being saved).
+    Returns the keys to take from theirs, with their values (``_DELETE`` for a removed key): those
+    only they changed. Every other key keeps ours - when both sides changed a key, ours wins."""
+    taken = {}
     for key in theirs.keys() | base.keys():
         before = base.get(key, _DELETE)
         now = theirs.get(key, _DELETE)
         if now != before and ours.get(key, _DELETE) == before:
             taken[key] = now
-    return _apply(merged, taken), taken
+    return taken
 
 
-def _apply(data: dict, changes: dict) -> dict:
-    """Set (or, for ``_DELETE``, remove) each changed key in ``data``, in place; returns ``data``."""
-    for key, value in changes.items():
-        if value is _DELETE:
-            data.pop(key, None)
-        else:
-            data[key] = value
-    return data
+@dataclass
+class _Taken:
+    """A top-level key taken from another program: its new value, the bot's value it replaces,
+    and whether PTB's live data has it yet (if not, only a saved row does)."""
+
+    name: Any
+    value: Any
+    replaces: Any
+    in_live: bool
+
+    def apply_to(self, data: dict) -> None:
+        """Give ``data`` the other program's value, unless the bot has changed the key since."""
+        if data.get(self.name, _DELETE) == self.replaces:
+            if self.value is _DELETE:
+                data.pop(self.name, None)
+            else:
+                data[self.name] = self.value
