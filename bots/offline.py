@@ -344,8 +344,12 @@ def migration_updates(
 # --------------------------------------------------------------------------------------------
 # Building applications that run either online or offline
 # --------------------------------------------------------------------------------------------
-def application_builder(token: str | None = None, request: BaseRequest | None = None) -> ApplicationBuilder:
-    """The ApplicationBuilder every stage starts from.
+def application_builder(
+    token: str | None = None,
+    request: BaseRequest | None = None,
+    persistence: BasePersistence | None = None,
+) -> ApplicationBuilder:
+    """The ApplicationBuilder every stage starts from, with its persistence if one is given.
 
     ``request`` given (offline): both the bot's requests and ``getUpdates`` go to it, and there is
     no Updater (updates are fed by hand). Otherwise: PTB's own HTTP stack and Updater, for polling.
@@ -353,6 +357,8 @@ def application_builder(token: str | None = None, request: BaseRequest | None = 
     builder = ApplicationBuilder().token(token or OFFLINE_TOKEN)
     if request is not None:
         builder = builder.request(request).get_updates_request(request).updater(None)
+    if persistence is not None:
+        builder = builder.persistence(persistence)
     return builder
 
 

@@ -92,10 +92,7 @@ def build_application(
     request: BaseRequest | None = None,
 ) -> Application:
     """The logger bot; ``request`` is the offline Bot API in tests, notebooks and the terminal."""
-    builder = application_builder(token, request)
-    if persistence is not None:
-        builder = builder.persistence(persistence)
-    app = builder.build()
+    app = application_builder(token, request, persistence).build()
     add_logger_handlers(app)
     app.add_error_handler(log_error)
     return app

@@ -57,10 +57,7 @@ def build_application(
     request: BaseRequest | None = None,
 ) -> Application:
     """Stage 1's logger, logging every kind of message as the tutorial did, plus ``/forget``."""
-    builder = application_builder(token, request)
-    if persistence is not None:
-        builder = builder.persistence(persistence)
-    app = builder.build()
+    app = application_builder(token, request, persistence).build()
     add_logger_handlers(app, filters.ALL)
     app.add_handler(CommandHandler("forget", forget))
     app.add_error_handler(log_error)

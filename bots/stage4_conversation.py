@@ -190,10 +190,7 @@ def build_application(
 
     ``add_handler`` refuses a persistent conversation in an application without a persistence,
     so ``persistence=None`` gives an ordinary, forgetful form (handy for a quick try-out)."""
-    builder = application_builder(token, request)
-    if persistence is not None:
-        builder = builder.persistence(persistence)
-    app = builder.build()
+    app = application_builder(token, request, persistence).build()
     app.add_handler(build_conversation(persistent=persistence is not None))
     # Outside the form, and inside it (no state or fallback handler takes commands other than
     # /cancel, so /profile falls through the ConversationHandler to this handler).

@@ -127,10 +127,8 @@ def build_application(
 ) -> Application:
     """The shop bot. ``arbitrary_callback_data``: ``True`` caches up to 1024 keyboards, an int N
     caps the cache at N (PTB drops the least recently used keyboard beyond that)."""
-    builder = application_builder(token, request).arbitrary_callback_data(arbitrary_callback_data)
-    if persistence is not None:
-        builder = builder.persistence(persistence)
-    app = builder.build()
+    builder = application_builder(token, request, persistence)
+    app = builder.arbitrary_callback_data(arbitrary_callback_data).build()
     app.add_handler(CommandHandler(["start", "menu"], menu))
     app.add_handler(CommandHandler("cart", show_cart))
     app.add_handler(CallbackQueryHandler(add_to_cart, pattern=is_cart_item))

@@ -120,10 +120,7 @@ def build_application(
     request: BaseRequest | None = None,
 ) -> Application:
     """The notes bot; ``request`` is the offline Bot API in tests, notebooks and the terminal."""
-    builder = application_builder(token, request)
-    if persistence is not None:
-        builder = builder.persistence(persistence)
-    app = builder.build()
+    app = application_builder(token, request, persistence).build()
     app.add_handler(CommandHandler("start", start))
     app.add_handler(CommandHandler("me", me))
     app.add_handler(CommandHandler("chat", chat_info))

@@ -89,7 +89,7 @@ async def _bot(path: Path, kind: str, users: int, chats: int, pad: int) -> int:
         errors.append(context.error)
 
     api = OfflineBotAPI()
-    app = application_builder(request=api).persistence(make_persistence(kind, path)).build()
+    app = application_builder(request=api, persistence=make_persistence(kind, path)).build()
     app.add_handler(MessageHandler(filters.TEXT, set_round))
     app.add_error_handler(on_error)
     await app.initialize()

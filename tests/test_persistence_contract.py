@@ -278,7 +278,7 @@ async def picked(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 def contract_bot(persistence=None, request=None, token=None):
     """A bot that uses every kind of data PTB persists."""
-    app = (application_builder(token, request).persistence(persistence)
+    app = (application_builder(token, request, persistence)
            .arbitrary_callback_data(True).build())
     app.add_handler(ConversationHandler(
         entry_points=[CommandHandler("form", form_start)],

@@ -297,7 +297,7 @@ def user_counter(path: Path) -> tuple[Application, OfflineBotAPI]:
 
     api = OfflineBotAPI()
     only_users = PersistenceInput(bot_data=False, chat_data=False, callback_data=False)
-    app = application_builder(request=api).persistence(SQLitePersistence(path, store_data=only_users)).build()
+    app = application_builder(request=api, persistence=SQLitePersistence(path, store_data=only_users)).build()
     app.add_handler(MessageHandler(filters.TEXT, count))
     return app, api
 

@@ -124,7 +124,7 @@ async def test_unstorable_data_reaches_the_error_handler_with_the_id(db):
         errors.append(context.error)
 
     def build(persistence=None, request=None, token=None):
-        app = application_builder(token, request).persistence(persistence).build()
+        app = application_builder(token, request, persistence).build()
         app.add_handler(MessageHandler(filters.TEXT, remember_date))
         app.add_error_handler(on_error)
         return app
@@ -184,7 +184,7 @@ async def test_pickle_mode_gives_telegram_objects_the_current_bot(db):
         await context.user_data["message"].reply_text("replying to what you said before")
 
     def build(persistence=None, request=None, token=None):
-        app = application_builder(token, request).persistence(persistence).build()
+        app = application_builder(token, request, persistence).build()
         app.add_handler(CommandHandler("again", reply_to_kept))
         app.add_handler(MessageHandler(filters.TEXT, keep_message))
         return app
