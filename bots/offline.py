@@ -394,6 +394,7 @@ class OfflineChat:
         self.app: Application | None = None
         self.persistence: BasePersistence | None = None
         self.last_keyboard: dict[str, Any] | None = None
+        self.last_keyboard_is_new = False
 
     # life cycle --------------------------------------------------------------------------------
     async def __aenter__(self) -> OfflineChat:
@@ -445,10 +446,18 @@ class OfflineChat:
         return self.app
 
     # talking to the bot ------------------------------------------------------------------------
+    def button_labels(self) -> list[str]:
+        """The labels of the last inline keyboard the bot sent, row by row."""
+        if self.last_keyboard is None:
+            return []
+        rows = self.last_keyboard["reply_markup"]["inline_keyboard"]
+        return [button["text"] for row in rows for button in row]
+
     async def feed(self, update: Update) -> list[str]:
         """Process one update as polling would, and return the texts the bot sent or edited."""
         app = self._running()
         first_call = len(self.api.calls)
+        keyboard_before = self.last_keyboard
         await app.process_update(update)
         replies = []
         for call in self.api.calls[first_call:]:
@@ -456,6 +465,7 @@ class OfflineChat:
                 replies.append(call.params["text"])
             if call.method in ("sendMessage", "editMessageText", "editMessageReplyMarkup"):
                 self._note_keyboard(call)
+        self.last_keyboard_is_new = self.last_keyboard is not keyboard_before
         if self.echo:
             for reply in replies:
                 print(_indent("bot> ", reply))
@@ -573,15 +583,12 @@ def run_stage(stage: Stage, argv: Sequence[str] | None = None) -> int:
                         help="play a scripted conversation with a restart, offline, and exit")
     args = parser.parse_args(argv)
     configure_logging(logging.WARNING if not os.environ.get("BOT_TOKEN") else logging.INFO)
-
-    if args.demo:
-        with tempfile.TemporaryDirectory(prefix="cookbook-demo-") as tmp:
-            path = args.file or Path(tmp) / stage.default_file
-            return asyncio.run(_run_demo(stage, path))
-
-    path = args.file or Path(os.environ.get(stage.file_env) or stage.default_file)
     token = os.environ.get("BOT_TOKEN")
     try:
+        if args.demo:
+            with tempfile.TemporaryDirectory(prefix="cookbook-demo-") as tmp:
+                return asyncio.run(_run_demo(stage, _usable(args.file or Path(tmp) / stage.default_file)))
+        path = _usable(args.file or Path(os.environ.get(stage.file_env) or stage.default_file))
         if token:
             app = stage.build_application(token=token, persistence=stage.make_persistence(path))
             print(f"Polling Telegram; data is kept in {path}. Press Ctrl+C to stop.", file=sys.stderr)
@@ -599,9 +606,22 @@ def run_stage(stage: Stage, argv: Sequence[str] | None = None) -> int:
         print(f"Cannot reach Telegram ({exc}). Check this machine's network, "
               "or unset BOT_TOKEN to run offline.", file=sys.stderr)
         return 1
-    except StartupError as exc:
+    except (StartupError, DatabaseFileError) as exc:  # the latter: a bad file found by polling
         print(exc, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("(interrupted)", file=sys.stderr)
+        return 130
+
+
+def _usable(path: Path) -> Path:
+    """``path``, if the bot can keep its data there; else a StartupError naming it."""
+    if path.is_dir():
+        raise StartupError(f"{path} is a directory: give --file the path of a file.")
+    if not path.parent.is_dir():
+        raise StartupError(f"Cannot keep the bot's data in {path}: the directory {path.parent} "
+                           "does not exist. Create it, or point --file elsewhere.")
+    return path
 
 
 class StartupError(Exception):
@@ -665,6 +685,9 @@ async def _terminal_chat(stage: Stage, path: Path) -> int:
                 replies = await chat.send(text)
             for reply in replies:
                 print(_indent("bot> ", reply))
+            if replies and chat.last_keyboard_is_new:
+                print("     buttons: " + "  ".join(f"[{label}]" for label in chat.button_labels())
+                      + "   (/click LABEL)")
     if interactive:
         print(f"(saved to {path})", file=sys.stderr)
     return 0

@@ -21,7 +21,9 @@ The admin tool (any time, also while the bot runs)::
     python -m bots.stage6_shared_database admin set USER_ID KEY VALUE    # VALUE: JSON, or text
     python -m bots.stage6_shared_database admin broadcast "TEXT"
 
-Both use ``./stage6.sqlite3``, or ``--file PATH`` / ``STAGE6_FILE``.
+Both use ``./stage6.sqlite3``, or ``--file PATH`` / ``STAGE6_FILE`` (for the admin tool,
+``--file`` goes right after ``admin``). The bot saves every ``SAVE_EVERY`` (5) seconds: a user or note
+is visible to the admin tool from its first save on.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Explain what the bot does."""
     await update.effective_message.reply_text(
         "I keep notes: write anything and I remember it. /me shows what I know about you, "
-        "/forget erases it. An admin may edit my database while I run."
+        "/forget erases it, /chat counts this chat's messages. An admin may edit my database "
+        "while I run."
     )
 
 
@@ -131,8 +134,13 @@ def build_application(
     return app
 
 
+SAVE_EVERY = 5
+"""Seconds between saves. Shorter than PTB's default 60: the admin tool reads the file, so a new
+user or note is visible to it within this time."""
+
+
 def make_persistence(path: Path) -> SQLitePersistence:
-    return SQLitePersistence(path)
+    return SQLitePersistence(path, update_interval=SAVE_EVERY)
 
 
 # ---- the admin tool: another program, writing the same file ------------------------------------

@@ -108,8 +108,8 @@ def test_stage2_stdin_chat_shows_its_bugs_and_exits_0(tmp_path):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_with_a_token_but_no_network_one_clear_error_and_no_token_in_the_output(stage, tmp_path):
-    """No Telegram server is reachable here: the bot says so in one line. The token never shows
-    (httpx, which logs request URLs containing it, is kept below INFO)."""
+    """No Telegram server is reachable here: after PTB's own error log, the bot ends with one line
+    saying so. The token never shows (httpx, which logs request URLs with it, is kept below INFO)."""
     secret = "123456:TOKEN-SECRET-must-not-be-printed"
     result = run(stage, cwd=tmp_path, env={"BOT_TOKEN": secret})
     assert result.returncode == 1
@@ -129,3 +129,14 @@ def test_stage5_click_in_the_terminal_survives_a_restart(tmp_path):
                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Your cart: 6 x pear, 1 x apple" in result.stdout.split("(the bot restarted)")[1]
+
+
+def test_a_bad_data_file_in_demo_mode_and_a_missing_directory_are_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.sqlite3"
+    bad.write_text("not a database")
+    demo = run("stage3_sqlite_logger", "--demo", "--file", str(bad), cwd=tmp_path)
+    assert demo.returncode == 1 and "Traceback" not in demo.stderr
+    assert "cannot be used as the bot's database" in demo.stderr
+    missing = run("stage1_pickle_logger", "--file", "no/such/dir/x.pickle", stdin="hello\n", cwd=tmp_path)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "the directory no/such/dir does not exist" in missing.stderr
