@@ -24,10 +24,11 @@ Arguments
 ``serializer``
     ``"json"`` (default): rows are readable JSON text. Exactly these round-trip, at any depth, with
     their types: ``dict`` (any of these as keys, e.g. int user ids), ``list``, ``tuple``, ``str``,
-    ``int`` (any size), ``float``, ``bool``, ``None``. Anything else (a ``datetime``, a set, your own
-    class, a subclass such as ``defaultdict`` or an ``IntEnum``) is refused at save time with a
-    ``DataNotStorableError`` naming the data, its id and where the value sits; that id keeps what
-    was stored before and the other ids of the same save are written.
+    ``int`` (up to 4,300 digits, Python's limit for ``str(int)``), ``float``, ``bool``, ``None``.
+    Anything else (a ``datetime``, a set, your own class, a subclass such as ``defaultdict`` or an
+    ``IntEnum``) is refused at save time with a ``DataNotStorableError`` naming the data, its id
+    and where the value sits; that id keeps what was stored before and the other ids of the same
+    save are written.
     ``"pickle"``: any picklable object; Telegram objects are stored without their ``Bot`` and get
     the current bot back when loaded, as ``PicklePersistence`` does. Not readable outside Python,
     and only ever load a file you trust: unpickling runs code.
@@ -62,10 +63,12 @@ Behaviour worth knowing
   in a worker thread too, so a large save does not stall the bot.
 * A save round (PTB runs all its ``update_*`` calls at once) is written as one transaction with
   ``executemany``; a row is only ever committed whole.
-* ``refresh_*`` (called by PTB before every update's handlers) picks up a row that another program
-  (an admin script, a second process) changed since this instance last read or wrote it, and never
-  overwrites changes the bot has not saved yet: it merges top-level key by key, against the row as
-  this instance last saw it, and takes only the keys the other program changed and the bot did not.
+* ``refresh_*`` (called by PTB when a handler matches an update, for its chat, user and bot data)
+  picks up a row that another program (an admin script, a second process) changed since this
+  instance last read or wrote it, and never overwrites changes the bot has not saved yet: it merges
+  top-level key by key, against the row as this instance last saw it, and takes only the keys the
+  other program changed and the bot did not. (This keeps the row as last seen in memory: about a
+  second copy of the stored data.)
 * A save merges the same way inside its transaction, so another program's write that lands just
   before it is kept too, and reaches the bot's live data at the next refresh. Limit: a top-level
   key that *both* changed keeps the bot's value.
@@ -74,14 +77,16 @@ Behaviour worth knowing
 * The file uses WAL mode: a reader never blocks the bot, a crash never corrupts the file, and
   another process may write at the same time (each waits up to ``busy_timeout`` for the other).
 * Deleting is for real (``PRAGMA secure_delete``, and the WAL file is emptied after a drop): once
-  ``drop_user_data``/``drop_chat_data`` are saved, the data is in no byte of the files. Only what
-  SQLite cannot control remains: backups, copies, and blocks the file system or SSD keeps.
+  ``drop_user_data``/``drop_chat_data`` are saved, the data is in no byte of the files - at once,
+  or, while another program holds a read open on the file, at the first save after it lets go.
+  Only what SQLite cannot control remains: backups, copies, and blocks the file system or SSD keeps.
   ``VACUUM`` would also shrink the file; it is not needed for privacy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copyreg
 import io
 import json
 import math
@@ -222,27 +227,20 @@ def _where_not_json(value: Any, path: str = "") -> tuple[str, Any] | None:
 _CURRENT_BOT, _OTHER_BOT = "current bot", "another bot"
 
 
-def _rebuild_telegram_object(cls: type[TelegramObject], state: dict, bot: Bot | None) -> TelegramObject:
-    """Unpickling half of :meth:`_Pickler.reducer_override`."""
-    obj = cls.__new__(cls)
-    obj.__setstate__(state)
-    obj.set_bot(bot)
-    return obj
-
-
 class _Pickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO, bot: Bot | None) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._bot = bot
 
     def reducer_override(self, obj: Any) -> Any:
-        # Telegram objects drop their bot when pickled; keep it as a reference (see persistent_id)
+        # Telegram objects drop their bot when pickled; keep it as a reference (see persistent_id).
+        # Only stdlib and telegram names end up in the row, none of this file (copied, renamed...)
         if isinstance(obj, TelegramObject):
             try:
                 bot = obj.get_bot()
             except RuntimeError:
                 bot = None
-            return _rebuild_telegram_object, (type(obj), obj.__getstate__(), bot)
+            return copyreg.__newobj__, (type(obj),), {**obj.__getstate__(), "_bot": bot}
         return NotImplemented
 
     def persistent_id(self, obj: Any) -> str | None:
@@ -270,7 +268,7 @@ class _Unpickler(pickle.Unpickler):
 _DELETE = object()  # the value of a queued write that deletes its row
 
 
-@dataclass
+@dataclass(eq=False)
 class _Write:
     """One queued write: ``table``/``key`` with a value to store, or ``_DELETE``."""
 
@@ -315,6 +313,8 @@ class SQLitePersistence(BasePersistence):
         self._taken: dict[str, dict[Any, dict[Any, _Taken]]] = {table: {} for table in _KEY_COLUMN}
         self._queue: list[_Write] = []
         self._writer: asyncio.Task | None = None
+        self._scrub_wal = False  # a dropped row may still be in the WAL file
+        self._loaded: set[str] = set()  # tables PTB loaded since the last flush (its live data)
 
     # ---- the connection ---------------------------------------------------------------------------
     async def _connection(self) -> aiosqlite.Connection:
@@ -354,7 +354,9 @@ class SQLitePersistence(BasePersistence):
             raise
         return db
 
-    def _file_error(self, exc: sqlite3.DatabaseError) -> DatabaseFileError:
+    def _file_error(self, exc: sqlite3.DatabaseError) -> Exception:
+        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+            return exc  # another program held the file longer than busy_timeout: try again
         return DatabaseFileError(
             f"{self.filepath} cannot be used as the bot's database ({exc}). It was not changed. "
             "If it is not the bot's database, point the bot at another file; if it is damaged, "
@@ -401,6 +403,18 @@ class SQLitePersistence(BasePersistence):
             row = await cursor.fetchone()
         return None if row is None else row[0]
 
+    async def _read_at_start(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        """A read of ``Application.initialize()``, on a connection closed at once: when
+        initialize() fails, PTB never calls flush(), and an open connection (a non-daemon thread)
+        would keep the process from exiting."""
+        db = await self._open()
+        try:
+            return list(await db.execute_fetchall(sql, tuple(params)))
+        except sqlite3.DatabaseError as exc:
+            raise self._file_error(exc) from exc
+        finally:
+            await db.close()
+
     async def _select(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         db = await self._connection()
         try:
@@ -415,7 +429,15 @@ class SQLitePersistence(BasePersistence):
         if self.serializer == "json":
             try:
                 plain = value if _is_plain(value) else _to_json(value)
-                return json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
+                text = json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
+                if not text.isascii():
+                    try:
+                        text.encode()  # SQLite stores UTF-8, which has no lone surrogate halves
+                    except UnicodeEncodeError:
+                        text = json.dumps(plain, separators=(",", ":"))  # as \udXXX: exact too
+                return text
+            except ValueError as exc:  # an int too long for str(), see sys.set_int_max_str_digits
+                raise DataNotStorableError(f"Cannot store {what} as JSON: {exc}") from None
             except RecursionError:
                 raise DataNotStorableError(f"Cannot store {what}: it nests too deeply or contains "
                                            "itself (a cycle).") from None
@@ -429,7 +451,7 @@ class SQLitePersistence(BasePersistence):
         buffer = io.BytesIO()
         try:
             _Pickler(buffer, getattr(self, "bot", None)).dump(value)
-        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+        except Exception as exc:  # pickle raises many kinds: PicklingError, TypeError, ValueError...
             raise DataNotStorableError(f"Cannot store {what} with pickle: {exc}") from exc
         return buffer.getvalue()
 
@@ -491,7 +513,8 @@ class SQLitePersistence(BasePersistence):
     async def _write_batch(self, batch: list[_Write]) -> None:
         failed = await asyncio.to_thread(self._prepare, batch)
         for write, exc in failed:
-            write.done.set_exception(exc)
+            if not write.done.done():  # its caller may have been cancelled
+                write.done.set_exception(exc)
             batch.remove(write)
         if not batch:
             return
@@ -505,16 +528,22 @@ class SQLitePersistence(BasePersistence):
                          for write in batch if write.table in _KEY_COLUMN}
                 for table in ("user_data", "chat_data", "bot_data"):
                     await self._merge_other_writers(db, table, batch, known)
+                handed_over = [h for h in handed_over if any(
+                    w.table == h[0] and w.key == h[1] for w in batch)]
                 for sql, rows in _runs(batch):
                     await db.executemany(sql, rows)
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-            if any(write.value is _DELETE and write.table in _KEY_COLUMN for write in batch):
+            if self._scrub_wal or any(w.value is _DELETE and w.table in _KEY_COLUMN for w in batch):
                 # a forgotten user's old rows may still sit in the WAL file: move it into the
-                # database (where secure_delete zeroed them) and empty it
-                await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                # database (where secure_delete zeroed them) and empty it. A reader of another
+                # program can prevent that: do not wait for it, try again at the next save
+                await db.execute("PRAGMA busy_timeout = 0")
+                busy = await self._scalar(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+                await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                self._scrub_wal = busy != 0
         for table, key, name, change in handed_over:  # both sides have these now
             if self._taken[table].get(key, {}).get(name) is change:
                 del self._taken[table][key][name]
@@ -538,10 +567,13 @@ class SQLitePersistence(BasePersistence):
                 continue
             value = dict(write.value)
             for name, change in taken.items():
-                change.apply_to(value)
-                if change.in_live:
-                    done.append((write.table, write.key, name, change))
-            if value != write.value:  # rare: encode again, here
+                if change.live is None:  # only a saved row has it: give it unless the bot changed the key
+                    change.apply_to(value)
+                    continue
+                done.append((write.table, write.key, name, change))
+                if _same(change.live.get(name, _DELETE), change.value):  # the bot kept it since the refresh
+                    _put(value, name, change.value)  # (this copy may be older than that refresh)
+            if not _same(value, write.value):  # rare: encode again, here
                 write.value = value
                 write.params = (write.key, self._encode(value, write.what), write.params[2])
         return done
@@ -559,12 +591,17 @@ class SQLitePersistence(BasePersistence):
         known = {key: known[table, key] for key in writes}
         mine = json.dumps({str(key): known[key][0] if known[key] else None for key in writes})
         column = _KEY_COLUMN[table]
-        changed = await db.execute_fetchall(
-            f"SELECT {table}.{column}, data FROM {table} JOIN json_each(?) AS mine"
-            f" ON {table}.{column} = CAST(mine.key AS INTEGER) WHERE version IS NOT mine.value", (mine,))
+        changed = await db.execute_fetchall(  # a row deleted since comes back as NULL
+            f"SELECT CAST(mine.key AS INTEGER), t.data FROM json_each(?) AS mine LEFT JOIN {table}"
+            f" AS t ON t.{column} = CAST(mine.key AS INTEGER) WHERE t.version IS NOT mine.value", (mine,))
         for key, data in changed:
             write = writes[key]
-            theirs = self._decode(data, write.what)
+            try:
+                theirs = {} if data is None else self._decode(data, write.what)  # as refresh does
+            except DatabaseFileError as exc:  # fails alone: the round's other writes go on
+                write.done.set_exception(exc)
+                batch.remove(write)
+                continue
             base = self._decode(known[key][1], write.what) if known[key] else {}
             if not (isinstance(write.value, dict) and isinstance(theirs, dict)):
                 continue
@@ -572,8 +609,7 @@ class SQLitePersistence(BasePersistence):
             if taken:
                 pending = self._taken[table].setdefault(key, {})
                 for name, value in taken.items():
-                    pending[name] = _Taken(name, value, write.value.get(name, _DELETE), in_live=False)
-                    pending[name].apply_to(write.value)
+                    _take(pending, name, value, write.value, live=None)
                 write.params = (key, self._encode(write.value, write.what), write.params[2])
 
     async def _write(self, table: str, key: Any, value: Any, what: str) -> None:
@@ -582,12 +618,15 @@ class SQLitePersistence(BasePersistence):
     # ---- reading ------------------------------------------------------------------------------------
     async def _load_table(self, table: str) -> dict[int, Any]:
         column = _KEY_COLUMN[table]
-        rows = await self._select(f"SELECT {column}, data, version FROM {table}")
+        rows = await self._read_at_start(f"SELECT {column}, data, version FROM {table}")
         loaded = {}
         known = self._known[table]
+        first = table not in self._loaded  # Application.initialize(): this becomes live data
+        self._loaded.add(table)
         for key, data, version in rows:
             loaded[key] = self._decode(data, _WHAT[table].format(key))
-            known[key] = (version, data)
+            if first:  # a later call (a /stats command...) must not hide changes from refresh
+                known[key] = (version, data)
         return loaded
 
     async def _refresh(self, table: str, key: int, live: dict) -> None:
@@ -597,9 +636,9 @@ class SQLitePersistence(BasePersistence):
         takes the top-level keys that program changed and the bot did not (see :func:`_merge`):
         all of them when the bot has no unsaved change, and never one the bot changed."""
         for change in self._taken[table].get(key, {}).values():  # merged into a save already
-            if not change.in_live:
+            if change.live is None:
                 change.apply_to(live)
-                change.in_live = True
+                change.live = live
         known = self._known[table]
         before = known.get(key)
         rows = await self._select(
@@ -615,8 +654,7 @@ class SQLitePersistence(BasePersistence):
             base = self._decode(before[1], what) if before else {}
             pending = self._taken[table].setdefault(key, {})
             for name, value in _merge(live, theirs, base).items():
-                pending[name] = _Taken(name, value, live.get(name, _DELETE), in_live=True)
-                pending[name].apply_to(live)
+                _take(pending, name, value, live, live=live)
         if rows:
             known[key] = (rows[0][0], rows[0][1])
         else:
@@ -642,11 +680,17 @@ class SQLitePersistence(BasePersistence):
 
     async def get_conversations(self, name: str) -> dict[tuple[int | str, ...], object]:
         """The states of the conversations of the ``ConversationHandler`` called ``name``."""
-        rows = await self._select("SELECT key, state FROM conversations WHERE name = ?", (name,))
-        return {
-            tuple(json.loads(key)): self._decode(state, f"conversation {name!r} {key}")
-            for key, state in rows
-        }
+        rows = await self._read_at_start("SELECT key, state FROM conversations WHERE name = ?", (name,))
+        conversations = {}
+        for key, state in rows:
+            what = f"conversation {name!r} key {key}"
+            try:
+                parts = tuple(json.loads(key))
+            except ValueError as exc:
+                raise DatabaseFileError(f"{what} in {self.filepath} cannot be read back ({exc}). "
+                                        "Fix or delete that row (sqlite3), or restore a backup.") from exc
+            conversations[parts] = self._decode(state, what)
+        return conversations
 
     async def update_user_data(self, user_id: int, data: dict[Any, Any]) -> None:
         """Store one user's data (PTB calls this for each changed user at every save)."""
@@ -698,12 +742,18 @@ class SQLitePersistence(BasePersistence):
     async def flush(self) -> None:
         """Finish queued writes, then close the file (PTB's last call, in ``shutdown()``).
         The instance stays usable: the next call reopens the file."""
+        # shielded: a cancelled caller (a timeout around shutdown()) must not cancel the round
+        # being written, nor leave the connection (a non-daemon thread) open
+        await asyncio.shield(self._finish_and_close())
+
+    async def _finish_and_close(self) -> None:
         if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)
+            await asyncio.wait([self._writer])
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
         self._opening, self._busy = asyncio.Lock(), asyncio.Lock()  # usable from another loop too
+        self._loaded = set()
 
 
 def _statement(table: str, delete: bool) -> str:
@@ -732,6 +782,17 @@ def _runs(batch: list[_Write]) -> list[tuple[str, list[tuple]]]:
     return runs
 
 
+def _same(a: Any, b: Any) -> bool:
+    """``a == b`` with the same types all the way down: a change from 1 to 1.0 or True is one."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if type(a) in (list, tuple):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+
 def _merge(ours: dict, theirs: dict, base: dict) -> dict:
     """Three-way merge of one row, top-level key by top-level key.
 
@@ -743,7 +804,7 @@ def _merge(ours: dict, theirs: dict, base: dict) -> dict:
     for key in theirs.keys() | base.keys():
         before = base.get(key, _DELETE)
         now = theirs.get(key, _DELETE)
-        if now != before and ours.get(key, _DELETE) == before:
+        if not _same(now, before) and _same(ours.get(key, _DELETE), before):
             taken[key] = now
     return taken
 
@@ -755,13 +816,26 @@ class _Taken:
 
     name: Any
     value: Any
-    replaces: Any
-    in_live: bool
+    replaces: tuple  # what the bot had, then what earlier changes of this key (not yet in live) had
+    live: dict | None  # PTB's live dict once it has the change (None: only a saved row has it)
 
     def apply_to(self, data: dict) -> None:
         """Give ``data`` the other program's value, unless the bot has changed the key since."""
-        if data.get(self.name, _DELETE) == self.replaces:
-            if self.value is _DELETE:
-                data.pop(self.name, None)
-            else:
-                data[self.name] = self.value
+        if any(_same(data.get(self.name, _DELETE), old) for old in self.replaces):
+            _put(data, self.name, self.value)
+
+
+def _take(pending: dict, name: Any, value: Any, data: dict, live: dict | None) -> None:
+    """Give ``data`` another program's ``value`` for ``name`` and remember it in ``pending``.
+    Live data may still hold what an earlier pending change of ``name`` replaced."""
+    previous = pending.get(name)
+    replaces = (data.get(name, _DELETE), *(previous.replaces if previous else ()))
+    pending[name] = _Taken(name, value, replaces, live)
+    _put(data, name, value)
+
+
+def _put(data: dict, name: Any, value: Any) -> None:
+    if value is _DELETE:
+        data.pop(name, None)
+    else:
+        data[name] = value
