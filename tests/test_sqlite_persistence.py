@@ -8,11 +8,15 @@ import collections
 import datetime
 import enum
 import json
+import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from telegram import Message
 from telegram.ext import CommandHandler, ContextTypes, MessageHandler, filters
 from test_persistence_contract import same
@@ -445,3 +449,116 @@ async def test_async_with_app_twice_on_one_instance(db):
         app.mark_data_for_update_persistence(chat_ids=1)
     async with app:
         assert app.chat_data[1] == {"x": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# regressions found in review: each of these lost data or blocked saves once
+# ---------------------------------------------------------------------------------------------
+def raw_sql(path: Path, sql: str, params=()) -> None:
+    """Another program writing with the stdlib sqlite3 module."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(sql, params)
+    conn.close()
+
+
+async def test_two_changes_by_another_program_between_saves_are_both_kept(db):
+    """bot_data is saved every round, with or without updates; the second admin change used to
+    be reverted by the third save."""
+    app = application_builder(request=OfflineChat(stage1.build_application).api,
+                              persistence=SQLitePersistence(db)).build()
+    async with app:
+        app.bot_data.update({"motd": "v0"})
+        await app.update_persistence()
+        for n in (1, 2):
+            raw_sql(db, "UPDATE bot_data SET data = json_set(data, '$.motd', ?)", (f"admin-{n}",))
+            await app.update_persistence()
+        await app.update_persistence()
+        assert rows(db, "SELECT json_extract(data, '$.motd') FROM bot_data") == [("admin-2",)]
+        await app.persistence.refresh_bot_data(app.bot_data)
+        assert app.bot_data["motd"] == "admin-2"
+
+
+async def test_a_save_respects_another_programs_delete(db):
+    async with OfflineChat(stage1.build_application, lambda: SQLitePersistence(db)) as chat:
+        await chat.send("my phone is 555-0100")
+        await chat.save()
+        raw_sql(db, "DELETE FROM chat_data WHERE chat_id = ?", (ALICE.id,))
+        chat.app.mark_data_for_update_persistence(chat_ids=ALICE.id)
+        await chat.save()  # no update in between: the save itself must see the delete
+        assert "555-0100" not in str(rows(db, "SELECT data FROM chat_data"))
+
+
+async def test_one_unreadable_row_of_another_program_fails_only_its_own_write(db):
+    p = SQLitePersistence(db)
+    await p.update_user_data(1, {"a": 1})
+    await p.update_bot_data({"b": 1})
+    raw_sql(db, "UPDATE user_data SET data = '{not json' WHERE user_id = 1")
+    results = await asyncio.gather(p.update_user_data(1, {"a": 2}), p.update_bot_data({"b": 2}),
+                                   p.update_chat_data(5, {"c": 1}), return_exceptions=True)
+    assert isinstance(results[0], DatabaseFileError) and "user_data of user 1" in str(results[0])
+    assert results[1:] == [None, None]
+    await p.flush()
+    assert rows(db, "SELECT data FROM bot_data") == [('{"b":2}',)]
+
+
+@pytest.mark.parametrize("bad", [{"n": 10 ** 5000}, {"s": "lone \ud800 surrogate"}],
+                         ids=["huge-int", "surrogate"])
+async def test_odd_values_fail_alone_or_round_trip(db, bad):
+    p = SQLitePersistence(db)
+    results = await asyncio.gather(p.update_chat_data(1, bad), p.update_chat_data(2, {"ok": 1}),
+                                   return_exceptions=True)
+    assert results[1] is None
+    if isinstance(results[0], Exception):
+        assert isinstance(results[0], DataNotStorableError) and "chat_data of chat 1" in str(results[0])
+    await p.flush()
+    stored = await stored_after_restart(db)
+    assert stored[2] == {"ok": 1}
+    assert 1 not in stored or same(stored[1], bad)
+
+
+async def test_a_change_of_type_by_another_program_is_a_change(db):
+    """1 == 1.0 == True in Python; the merge must still see 1 -> True as a change."""
+    async with OfflineChat(stage1.build_application, lambda: SQLitePersistence(db)) as chat:
+        chat.app.chat_data[ALICE.id].update({"enabled": 1, "ratio": 1})
+        chat.app.mark_data_for_update_persistence(chat_ids=ALICE.id)
+        await chat.save()
+        raw_sql(db, "UPDATE chat_data SET data = json_set(data, '$.enabled', json('true'), '$.ratio', 1.0)")
+        await chat.send("/show_data")
+        await chat.save()
+    stored = await stored_after_restart(db)
+    assert same({k: stored[ALICE.id][k] for k in ("enabled", "ratio")}, {"enabled": True, "ratio": 1.0})
+
+
+async def test_pickled_telegram_objects_do_not_name_this_module(db):
+    """Readers copy and rename this file: rows must not depend on its import path."""
+    async with OfflineChat(stage1.build_application,
+                           lambda: SQLitePersistence(db, serializer="pickle")) as chat:
+        await chat.send("hello")
+        chat.app.user_data[ALICE.id]["message"] = Message.de_json(
+            {"message_id": 1, "date": 0, "chat": {"id": 1, "type": "private"}, "text": "hi"}, chat.app.bot)
+        await chat.save()
+    [(blob,)] = rows(db, "SELECT data FROM user_data")
+    assert b"persistence" not in blob and b"_rebuild" not in blob
+
+
+async def test_a_failed_start_leaves_no_connection_open(tmp_path):
+    """initialize() failing must not keep the process alive: PTB never calls flush() then.
+    (Run in a subprocess: a hang there is a timeout here.)"""
+    db = tmp_path / "bot.sqlite3"
+    script = (
+        "import asyncio, sqlite3, sys\n"
+        "from bots import stage3_sqlite_logger as s\n"
+        "from bots.offline import OfflineChat\n"
+        "from persistence.sqlite import SQLitePersistence, DatabaseFileError\n"
+        "async def main():\n"
+        "    p = SQLitePersistence(sys.argv[1]); await p.update_chat_data(1, {'a': 1}); await p.flush()\n"
+        "    with sqlite3.connect(sys.argv[1]) as c: c.execute(\"UPDATE chat_data SET data = '{bad'\")\n"
+        "    try:\n"
+        "        await OfflineChat(s.build_application, lambda: SQLitePersistence(sys.argv[1])).start()\n"
+        "    except DatabaseFileError: print('refused')\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script, str(db)],
+                                     capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "refused", result.stderr
