@@ -450,7 +450,7 @@ class SQLitePersistence(BasePersistence):
                 ) from None
         buffer = io.BytesIO()
         try:
-            _Pickler(buffer, getattr(self, "bot", None)).dump(value)
+            _Pickler(buffer, self.bot).dump(value)
         except Exception as exc:  # pickle raises many kinds: PicklingError, TypeError, ValueError...
             raise DataNotStorableError(f"Cannot store {what} with pickle: {exc}") from exc
         return buffer.getvalue()
@@ -461,7 +461,7 @@ class SQLitePersistence(BasePersistence):
                 if '"$' in stored:  # only tagged data needs the (slower) object hook
                     return json.loads(stored, object_hook=_from_json_object)
                 return json.loads(stored)
-            return _Unpickler(io.BytesIO(stored), getattr(self, "bot", None)).load()
+            return _Unpickler(io.BytesIO(stored), self.bot).load()
         except (ValueError, TypeError, pickle.UnpicklingError, EOFError, AttributeError,
                 ImportError) as exc:
             raise DatabaseFileError(
@@ -612,8 +612,9 @@ class SQLitePersistence(BasePersistence):
                     _take(pending, name, value, write.value, live=None)
                 write.params = (key, self._encode(write.value, write.what), write.params[2])
 
-    async def _write(self, table: str, key: Any, value: Any, what: str) -> None:
-        await self._submit(_Write(table, key, value, what))
+    async def _write(self, table: str, key: Any, value: Any, what: str | None = None) -> None:
+        """Queue one row's write (``_DELETE``: its deletion); ``what`` names it in errors."""
+        await self._submit(_Write(table, key, value, what or _WHAT[table].format(key)))
 
     # ---- reading ------------------------------------------------------------------------------------
     async def _load_table(self, table: str) -> dict[int, Any]:
@@ -694,19 +695,19 @@ class SQLitePersistence(BasePersistence):
 
     async def update_user_data(self, user_id: int, data: dict[Any, Any]) -> None:
         """Store one user's data (PTB calls this for each changed user at every save)."""
-        await self._write("user_data", user_id, data, f"user_data of user {user_id}")
+        await self._write("user_data", user_id, data)
 
     async def update_chat_data(self, chat_id: int, data: dict[Any, Any]) -> None:
         """Store one chat's data (PTB calls this for each changed chat at every save)."""
-        await self._write("chat_data", chat_id, data, f"chat_data of chat {chat_id}")
+        await self._write("chat_data", chat_id, data)
 
     async def update_bot_data(self, data: dict[Any, Any]) -> None:
         """Store the bot's data (PTB calls this at every save)."""
-        await self._write("bot_data", 0, data, "bot_data")
+        await self._write("bot_data", 0, data)
 
     async def update_callback_data(self, data: Any) -> None:
         """Store the callback data cache (PTB calls this at every save)."""
-        await self._write("callback_data", 0, data, "callback_data")
+        await self._write("callback_data", 0, data)
 
     async def update_conversation(
         self, name: str, key: tuple[int | str, ...], new_state: object | None
@@ -721,11 +722,11 @@ class SQLitePersistence(BasePersistence):
 
     async def drop_user_data(self, user_id: int) -> None:
         """Delete a user's row (after ``Application.drop_user_data``)."""
-        await self._write("user_data", user_id, _DELETE, f"user_data of user {user_id}")
+        await self._write("user_data", user_id, _DELETE)
 
     async def drop_chat_data(self, chat_id: int) -> None:
         """Delete a chat's row (after ``Application.drop_chat_data`` or a migration)."""
-        await self._write("chat_data", chat_id, _DELETE, f"chat_data of chat {chat_id}")
+        await self._write("chat_data", chat_id, _DELETE)
 
     async def refresh_user_data(self, user_id: int, user_data: dict[Any, Any]) -> None:
         """Before a handler: pick up another program's change to this user, if any (see module doc)."""

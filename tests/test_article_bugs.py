@@ -315,6 +315,21 @@ class ToThreadPort(ArticleSqlitePersistence):
 # --------------------------------------------------------------------------------------------
 # The bugs
 # --------------------------------------------------------------------------------------------
+async def starts_and_stores_hello_or_fails(chat: OfflineChat, backend, expected) -> None:
+    """The start-up scenario of bugs 3 and 13: with ``expected`` None the bot starts and stores
+    "hello"; else ``chat.start()`` raises ``expected`` (type, message) and nothing stays open."""
+    if expected is None:
+        async with chat:
+            await chat.send("hello", date=T0)
+        assert await backend.stored_messages(ALICE.id) == ["hello"]
+        return
+    error, message = expected
+    with pytest.raises(error, match=message):
+        await chat.start()
+    chat.persistence.conn.close()
+    chat.discard()
+
+
 @pytest.mark.parametrize(("backend", "expected"), per_backend(
     article={"errors": ['OperationalError: near "*": syntax error'], "after": ["remember the milk"]},
     sqlite={"errors": [], "after": []},
@@ -379,16 +394,7 @@ async def test_bug03_no_schema_so_a_fresh_file_cannot_start(backend, expected):
     else:
         make = backend.make
     chat = OfflineChat(stage2.build_application, make)
-    if expected is None:
-        async with chat:
-            await chat.send("hello", date=T0)
-        assert await backend.stored_messages(ALICE.id) == ["hello"]
-        return
-    error, message = expected
-    with pytest.raises(error, match=message):
-        await chat.start()
-    chat.persistence.conn.close()
-    chat.discard()
+    await starts_and_stores_hello_or_fails(chat, backend, expected)
 
 
 @pytest.mark.parametrize(("backend", "expected"), per_backend(
@@ -740,13 +746,4 @@ async def test_bug13_stdlib_connection_in_to_thread_fails_its_thread_check(backe
     ``check_same_thread`` refuses: start-up fails in ``get_chat_data``. The fix uses ``aiosqlite``,
     whose connection lives on its own thread."""
     chat = OfflineChat(stage2.build_application, lambda: backend.make(article=ToThreadPort))
-    if expected is None:
-        async with chat:
-            await chat.send("hello", date=T0)
-        assert await backend.stored_messages(ALICE.id) == ["hello"]
-        return
-    error, message = expected
-    with pytest.raises(error, match=message):
-        await chat.start()
-    chat.persistence.conn.close()
-    chat.discard()
+    await starts_and_stores_hello_or_fails(chat, backend, expected)
