@@ -26,6 +26,7 @@ from pathlib import Path
 from telegram import Update
 from telegram.ext import (
     Application,
+    ApplicationBuilder,
     BasePersistence,
     CommandHandler,
     ContextTypes,
@@ -35,7 +36,8 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
-from bots.offline import OfflineChat, Stage, application_builder, log_error, run_stage
+from bots.logs import log_error
+from bots.offline import OFFLINE_TOKEN, OfflineChat, Stage, run_stage
 
 START_TEXT = (
     "I am a message logger. Everything you write here is stored for this chat, "
@@ -91,15 +93,22 @@ def build_application(
     persistence: BasePersistence | None = None,
     request: BaseRequest | None = None,
 ) -> Application:
-    """The logger bot; ``request`` is the offline Bot API in tests, notebooks and the terminal."""
-    app = application_builder(token, request, persistence).build()
+    """The logger bot over ``persistence``.
+
+    ``request`` replaces PTB's HTTP layer: the offline Bot API in tests, notebooks and the terminal
+    chat; ``None`` (on Telegram) keeps PTB's own."""
+    builder = ApplicationBuilder().token(token or OFFLINE_TOKEN).persistence(persistence)
+    if request is not None:
+        builder.request(request).get_updates_request(request)
+    app = builder.build()
     add_logger_handlers(app)
     app.add_error_handler(log_error)
     return app
 
 
 def make_persistence(path: Path) -> PicklePersistence:
-    """Step 1 of 2: a persistence. (Step 2 is ``builder.persistence(...)`` above.)"""
+    """Step 1 of 2: a persistence. (Step 2 is ``.persistence(persistence)`` in
+    :func:`build_application`.)"""
     return PicklePersistence(filepath=path)
 
 

@@ -31,10 +31,18 @@ from contextlib import closing
 from pathlib import Path
 
 from telegram import Update
-from telegram.ext import Application, BasePersistence, CommandHandler, ContextTypes, filters
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    BasePersistence,
+    CommandHandler,
+    ContextTypes,
+    filters,
+)
 from telegram.request import BaseRequest
 
-from bots.offline import BOB, OfflineChat, Stage, User, application_builder, log_error, run_stage
+from bots.logs import log_error
+from bots.offline import BOB, OFFLINE_TOKEN, OfflineChat, Stage, User, run_stage
 from bots.stage1_pickle_logger import add_logger_handlers
 from persistence.article import ArticleSqlitePersistence, create_article_table
 
@@ -56,8 +64,13 @@ def build_application(
     persistence: BasePersistence | None = None,
     request: BaseRequest | None = None,
 ) -> Application:
-    """Stage 1's logger, logging every kind of message as the tutorial did, plus ``/forget``."""
-    app = application_builder(token, request, persistence).build()
+    """Stage 1's logger, logging every kind of message as the tutorial did, plus ``/forget``.
+
+    ``request`` replaces PTB's HTTP layer (the offline Bot API); ``None`` keeps PTB's own."""
+    builder = ApplicationBuilder().token(token or OFFLINE_TOKEN).persistence(persistence)
+    if request is not None:
+        builder.request(request).get_updates_request(request)
+    app = builder.build()
     add_logger_handlers(app, filters.ALL)
     app.add_handler(CommandHandler("forget", forget))
     app.add_error_handler(log_error)

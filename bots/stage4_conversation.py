@@ -32,6 +32,7 @@ from pathlib import Path
 from telegram import Update
 from telegram.ext import (
     Application,
+    ApplicationBuilder,
     BasePersistence,
     CommandHandler,
     ContextTypes,
@@ -41,8 +42,9 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
-from bots.offline import OfflineChat, Stage, application_builder, log_error, run_stage
-from persistence.sqlite import SQLitePersistence
+from bots.logs import log_error
+from bots.offline import OFFLINE_TOKEN, OfflineChat, Stage, run_stage
+from persistence.sqlite import DatabaseFileError, SQLitePersistence
 
 # The conversation's states. Whatever a callback returns is what the persistence stores, so the
 # states are plain ints: JSON can hold them (an Enum would need serializer="pickle").
@@ -186,11 +188,15 @@ def build_application(
     persistence: BasePersistence | None = None,
     request: BaseRequest | None = None,
 ) -> Application:
-    """The sign-up bot; ``request`` is the offline Bot API in tests, notebooks and the terminal.
+    """The sign-up bot over ``persistence``; ``request`` replaces PTB's HTTP layer (the offline
+    Bot API in tests, notebooks and the terminal chat; ``None`` keeps PTB's own).
 
     ``add_handler`` refuses a persistent conversation in an application without a persistence,
     so ``persistence=None`` gives an ordinary, forgetful form (handy for a quick try-out)."""
-    app = application_builder(token, request, persistence).build()
+    builder = ApplicationBuilder().token(token or OFFLINE_TOKEN).persistence(persistence)
+    if request is not None:
+        builder.request(request).get_updates_request(request)
+    app = builder.build()
     app.add_handler(build_conversation(persistent=persistence is not None))
     # Outside the form, and inside it (no state or fallback handler takes commands other than
     # /cancel, so /profile falls through the ConversationHandler to this handler).
@@ -223,6 +229,7 @@ STAGE = Stage(
     default_file="stage4.sqlite3",
     file_env="STAGE4_FILE",
     demo=demo,
+    file_errors=(DatabaseFileError,),
     description="Stage 4: a sign-up form (a persistent ConversationHandler) on SQLitePersistence.",
 )
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import (
     Application,
+    ApplicationBuilder,
     BasePersistence,
     CallbackQueryHandler,
     CommandHandler,
@@ -42,8 +43,9 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
-from bots.offline import OfflineChat, Stage, application_builder, log_error, run_stage
-from persistence.sqlite import SQLitePersistence
+from bots.logs import log_error
+from bots.offline import OFFLINE_TOKEN, OfflineChat, Stage, run_stage
+from persistence.sqlite import DatabaseFileError, SQLitePersistence
 
 PRODUCTS = ("apple", "pear", "cheese")
 QUANTITIES = (1, 6)
@@ -125,10 +127,19 @@ def build_application(
     *,
     arbitrary_callback_data: bool | int = True,
 ) -> Application:
-    """The shop bot. ``arbitrary_callback_data``: ``True`` caches up to 1024 keyboards, an int N
-    caps the cache at N (PTB drops the least recently used keyboard beyond that)."""
-    builder = application_builder(token, request, persistence)
-    app = builder.arbitrary_callback_data(arbitrary_callback_data).build()
+    """The shop bot over ``persistence``. ``arbitrary_callback_data``: ``True`` caches up to 1024
+    keyboards, an int N caps the cache at N (PTB drops the least recently used keyboard beyond
+    that). ``request`` replaces PTB's HTTP layer (the offline Bot API in tests, notebooks and the
+    terminal chat; ``None`` keeps PTB's own)."""
+    builder = (
+        ApplicationBuilder()
+        .token(token or OFFLINE_TOKEN)
+        .persistence(persistence)
+        .arbitrary_callback_data(arbitrary_callback_data)
+    )
+    if request is not None:
+        builder.request(request).get_updates_request(request)
+    app = builder.build()
     app.add_handler(CommandHandler(["start", "menu"], menu))
     app.add_handler(CommandHandler("cart", show_cart))
     app.add_handler(CallbackQueryHandler(add_to_cart, pattern=is_cart_item))
@@ -162,6 +173,7 @@ STAGE = Stage(
     default_file="stage5.sqlite3",
     file_env="STAGE5_FILE",
     demo=demo,
+    file_errors=(DatabaseFileError,),
     description="Stage 5: inline buttons carrying Python objects (arbitrary callback data) on "
     "SQLitePersistence.",
 )

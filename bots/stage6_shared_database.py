@@ -39,6 +39,7 @@ from pathlib import Path
 from telegram import Update
 from telegram.ext import (
     Application,
+    ApplicationBuilder,
     BasePersistence,
     CommandHandler,
     ContextTypes,
@@ -47,13 +48,13 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
+from bots.logs import log_error
 from bots.offline import (
     BOB,
+    OFFLINE_TOKEN,
     OfflineChat,
     Stage,
-    application_builder,
     group_chat,
-    log_error,
     migration_updates,
     run_stage,
     supergroup_chat,
@@ -122,8 +123,12 @@ def build_application(
     persistence: BasePersistence | None = None,
     request: BaseRequest | None = None,
 ) -> Application:
-    """The notes bot; ``request`` is the offline Bot API in tests, notebooks and the terminal."""
-    app = application_builder(token, request, persistence).build()
+    """The notes bot over ``persistence``; ``request`` replaces PTB's HTTP layer (the offline
+    Bot API in tests, notebooks and the terminal chat; ``None`` keeps PTB's own)."""
+    builder = ApplicationBuilder().token(token or OFFLINE_TOKEN).persistence(persistence)
+    if request is not None:
+        builder.request(request).get_updates_request(request)
+    app = builder.build()
     app.add_handler(CommandHandler("start", start))
     app.add_handler(CommandHandler("me", me))
     app.add_handler(CommandHandler("chat", chat_info))
@@ -265,6 +270,7 @@ STAGE = Stage(
     default_file=DEFAULT_FILE,
     file_env=FILE_ENV,
     demo=demo,
+    file_errors=(DatabaseFileError,),
     description="Stage 6: a notes bot whose database an admin tool edits while it runs "
     "(see also: admin --help).",
 )
