@@ -1,8 +1,9 @@
 """Stage 3: the same message logger on ``SQLitePersistence``, the persistence readers copy.
 
-The bot is stage 1's, unchanged (the same handlers, the same builder line): only the persistence
-handed to ``.persistence(...)`` differs. That is the point of PTB's persistence interface - and of
-getting the class right.
+The bot is stage 1's, unchanged: its ``build_application`` is imported, builder line and all
+(``ApplicationBuilder().token(...).persistence(persistence)...build()``). Only the persistence
+handed to it differs - :func:`make_persistence` below. That is the point of PTB's persistence
+interface - and of getting the class right.
 
 Run it::
 
@@ -19,31 +20,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from telegram.ext import Application, ApplicationBuilder, BasePersistence
-from telegram.request import BaseRequest
-
-from bots.logs import log_error
-from bots.offline import BOB, OFFLINE_TOKEN, OfflineChat, Stage, group_chat, run_stage
-from bots.stage1_pickle_logger import add_logger_handlers
+from bots.offline import BOB, OfflineChat, Stage, group_chat, run_stage
+from bots.stage1_pickle_logger import build_application
 from persistence.sqlite import DatabaseFileError, SQLitePersistence
 
 __all__ = ["STAGE", "build_application", "demo", "main", "make_persistence", "show_rows"]
-
-
-def build_application(
-    token: str | None = None,
-    persistence: BasePersistence | None = None,
-    request: BaseRequest | None = None,
-) -> Application:
-    """Stage 1's logger, line for line, over ``persistence``; ``request`` replaces PTB's HTTP layer
-    (the offline Bot API in tests, notebooks and the terminal chat; ``None`` keeps PTB's own)."""
-    builder = ApplicationBuilder().token(token or OFFLINE_TOKEN).persistence(persistence)
-    if request is not None:
-        builder.request(request).get_updates_request(request)
-    app = builder.build()
-    add_logger_handlers(app)
-    app.add_error_handler(log_error)
-    return app
 
 
 def make_persistence(path: Path) -> SQLitePersistence:
