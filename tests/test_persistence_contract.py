@@ -45,12 +45,11 @@ from bots.offline import (
     migration_updates,
     supergroup_chat,
 )
-from persistence import SharedSQLitePersistence, SQLitePersistence
+from persistence import SQLitePersistence
 
 BUILTIN = {
     "pickle": PicklePersistence,
     "sqlite": SQLitePersistence,
-    "shared": SharedSQLitePersistence,
 }
 
 

@@ -1,0 +1,690 @@
+"""Move a bot's data from one persistence to another: ``python -m persistence.migrate SOURCE TARGET``.
+
+A bot that has run on ``PicklePersistence`` has real users; switching it to ``SQLitePersistence``
+is one line, but that line starts on an empty database. This tool brings everything along::
+
+    python -m persistence.migrate stage1.pickle stage3.sqlite3          # Pickle -> SQLite
+    python -m persistence.migrate stage3.sqlite3 export.json            # SQLite -> JSON export
+    python -m persistence.migrate export.json restored.sqlite3          # JSON export -> SQLite
+    python -m persistence.migrate stage1.pickle bot.sqlite3 --serializer pickle --dry-run
+
+Stop the bot first: the tool reads the source once and writes the target once.
+
+Where the data is, told by its form
+-----------------------------------
+``*.pickle`` / ``*.pkl``
+    A ``PicklePersistence`` file (``single_file=True``, PTB's default), written by PTB 20, 21 or 22.
+``PREFIX`` with ``--pickle-prefix``
+    ``PicklePersistence(filepath=PREFIX, single_file=False)``: the files ``PREFIX_user_data``,
+    ``PREFIX_chat_data``, ``PREFIX_bot_data``, ``PREFIX_callback_data``, ``PREFIX_conversations``.
+    A source given without the option is recognised by those files.
+``*.sqlite3`` / ``*.sqlite`` / ``*.db``
+    A ``SQLitePersistence`` file (``persistence/sqlite.py``). A new target is made with
+    ``--serializer json`` (the default: readable rows, exact for dict/list/tuple/str/int/float/bool/
+    None) or ``--serializer pickle`` (any picklable value, e.g. ``datetime`` or Telegram objects).
+``*.json``
+    A JSON export: one object whose keys are ``DictPersistence``'s argument names
+    (``user_data_json``, ``chat_data_json``, ``bot_data_json``, ``conversations_json``,
+    ``callback_data_json``), each holding that kind of data in the shape ``DictPersistence`` reads,
+    so ``DictPersistence(**{key: json.dumps(value) for key, value in export.items()})`` loads it.
+    Each stored value (a user's data, a chat's data, bot data, a conversation state, a button's
+    data) is written with ``SQLitePersistence``'s exact JSON codec: plain JSON where plain JSON says
+    what it is, tagged (``{"$tuple": [...]}``, ``{"$map": [[key, value], ...]}``) where it cannot,
+    so importing an export gives back exactly what was exported.
+``postgresql://...``
+    Not yet: ``PostgresPersistence`` (stage 9) is not part of this version of the cookbook.
+
+What it guarantees
+------------------
+* **Everything, exactly**: user, chat and bot data, callback data and every conversation (all
+  names found in the source), with their types wherever the target can hold them.
+* **All or nothing**: every value is checked against the target before anything is written. If
+  some cannot be stored (a ``datetime`` for a JSON target), one message lists where they are (the
+  first ten and how many) and the target is not touched. The write itself is one transaction
+  (SQLite) or a new file moved into place (Pickle, JSON): a failure leaves the target as it was.
+* **Nothing overwritten by accident**: a target that already holds data is refused unless
+  ``--replace`` is given; then its data is replaced, in that same single transaction.
+* **Checked**: after writing, the target is read back through its persistence class and compared
+  with the source, value by value; the tool then prints how much of each kind it moved.
+
+Options: ``--serializer json|pickle`` (SQLite targets), ``--dry-run`` (read and check, write
+nothing), ``--replace``, ``--pickle-prefix``. A progress bar (``tqdm``) shows on a terminal.
+
+What it relies on
+-----------------
+Only public methods of the persistence classes (``get_*`` to read, ``update_*``/``drop_*`` to
+write), with two documented exceptions: PTB's ``PicklePersistence`` keeps what it loaded in its
+attributes ``user_data``, ``chat_data``, ``bot_data``, ``callback_data`` and ``conversations``
+(present, unchanged, in PTB 20 to 22); the tool reads them to find every conversation name and to
+skip the deep copy each ``get_*`` makes (seconds for a big file). From a single file it loads
+everything with ``get_bot_data()``, from several files with each ``get_*``. A SQLite source's conversation
+names come from its ``conversations`` table (the schema documented in ``persistence/sqlite.py``).
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import asyncio
+import json
+import math
+import os
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from telegram import TelegramObject
+from telegram.ext import DictPersistence, ExtBot, PicklePersistence
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from persistence.sqlite import DatabaseFileError, DataNotStorableError, SQLitePersistence, _where_not_json
+
+KINDS = ("user_data", "chat_data", "bot_data", "callback_data", "conversations")
+PICKLE_SUFFIXES = (".pickle", ".pkl")
+SQLITE_SUFFIXES = (".sqlite3", ".sqlite", ".db")
+SHOWN_PROBLEMS = 10  # how many values a refusal lists
+
+
+class MigrationError(Exception):
+    """Something the user can fix. The message names it and the fix; the target was not changed."""
+
+
+# ================================================================================================
+# What is moved: everything Application.initialize() would load
+# ================================================================================================
+@dataclass
+class BotData:
+    """All of a bot's persisted data, as a persistence's ``get_*`` methods return it."""
+
+    user_data: dict[int, Any] = field(default_factory=dict)
+    chat_data: dict[int, Any] = field(default_factory=dict)
+    bot_data: Any = field(default_factory=dict)
+    callback_data: Any = None  # None or (list of (keyboard uuid, time, {button uuid: data}), dict)
+    conversations: dict[str, dict[tuple[int | str, ...], object]] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (self.user_data or self.chat_data or self.bot_data or self.callback_data
+                    or any(self.conversations.values()))
+
+    def counts(self) -> dict[str, str]:
+        """How much of each kind, in words."""
+        keyboards = len(self.callback_data[0]) if self.callback_data else 0
+        states = sum(len(states) for states in self.conversations.values())
+        names = ", ".join(sorted(self.conversations))
+        return {
+            "user_data": _plural(len(self.user_data), "user"),
+            "chat_data": _plural(len(self.chat_data), "chat"),
+            "bot_data": _plural(len(self.bot_data) if isinstance(self.bot_data, dict) else 1, "key"),
+            "callback_data": _plural(keyboards, "keyboard"),
+            "conversations": f"{_plural(states, 'state')} in {_plural(len(self.conversations), 'name')}"
+                             + (f" ({names})" if names else ""),
+        }
+
+    def values(self) -> Iterator[tuple[str, Any]]:
+        """Every value a persistence stores on its own (a row), with the name errors give it."""
+        for user_id, data in self.user_data.items():
+            yield f"user_data of user {user_id}", data
+        for chat_id, data in self.chat_data.items():
+            yield f"chat_data of chat {chat_id}", data
+        yield "bot_data", self.bot_data
+        if self.callback_data is not None:
+            yield "callback_data", self.callback_data
+        for name, states in self.conversations.items():
+            for key, state in states.items():
+                yield f"conversation {name!r} key {list(key)}", state
+
+    def size(self) -> int:
+        return (len(self.user_data) + len(self.chat_data) + 1 + (self.callback_data is not None)
+                + sum(len(states) for states in self.conversations.values()))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+# ================================================================================================
+# The exact JSON codec of persistence/sqlite.py (reused, never copied)
+# ================================================================================================
+_CODEC = SQLitePersistence(os.devnull, serializer="json")  # only encodes and decodes: never opened
+
+
+def json_problem(what: str, value: Any) -> str | None:
+    """Where ``value`` (named ``what``) holds something the exact JSON codec cannot store."""
+    found = _where_not_json(value)
+    if found is None:
+        return None
+    path, bad = found
+    return f"{what}: {path} is {type(bad).__module__}.{type(bad).__qualname__}"
+
+
+def encode_json(value: Any, what: str) -> Any:
+    """``value`` as plain JSON data, tagged where plain JSON cannot say what it is."""
+    return json.loads(_CODEC._encode(value, what))
+
+
+def decode_json(data: Any, what: str) -> Any:
+    """Undo :func:`encode_json`."""
+    return _CODEC._decode(json.dumps(data), what)
+
+
+# ================================================================================================
+# Where data is kept
+# ================================================================================================
+def _bot() -> ExtBot[None]:
+    """A stand-in for the bot, shared by source and target: Telegram objects that belonged to the
+    bot in the source belong to whatever bot loads the target (never used to send anything)."""
+    return ExtBot("0:persistence-migrate")
+
+
+class Store(abc.ABC):
+    """One place a bot's data can be kept: read all of it, or replace all of it at once."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+
+    @abc.abstractmethod
+    def exists(self) -> bool:
+        """Whether there is anything at the location (a file, a table...)."""
+
+    @abc.abstractmethod
+    async def read(self, bot: ExtBot[None]) -> BotData:
+        """Everything stored."""
+
+    @abc.abstractmethod
+    def problem(self, what: str, value: Any) -> str | None:
+        """Why this store cannot hold ``value``, named ``what``, and where in it the culprit sits;
+        ``None`` when it can."""
+
+    advice = ""  # how to store values that :meth:`problem` refuses
+
+    @abc.abstractmethod
+    async def write(self, data: BotData, bot: ExtBot[None]) -> None:
+        """Make the store hold exactly ``data``, instead of what it held: all at once or not at all."""
+
+    def __str__(self) -> str:
+        return self.location
+
+
+class PickleStore(Store):
+    """``PicklePersistence`` files: one, or one per kind with ``single_file=False``."""
+
+    def __init__(self, location: str, single_file: bool) -> None:
+        super().__init__(location)
+        self.single_file = single_file
+
+    def files(self, prefix: str | None = None) -> list[Path]:
+        prefix = prefix or self.location
+        if self.single_file:
+            return [Path(prefix)]
+        return [Path(f"{prefix}_{kind}") for kind in KINDS]
+
+    def exists(self) -> bool:
+        return any(path.exists() for path in self.files())
+
+    async def read(self, bot: ExtBot[None]) -> BotData:
+        persistence = PicklePersistence(self.location, single_file=self.single_file)
+        persistence.set_bot(bot)
+        try:  # what is loaded stays in the attributes read below (see the module docstring)
+            await persistence.get_bot_data()  # one file: this loads everything (and copies bot_data)
+            if not self.single_file:
+                for load in (persistence.get_user_data, persistence.get_chat_data,
+                             persistence.get_callback_data):
+                    await load()
+                await persistence.get_conversations("")
+        except TypeError as exc:  # PicklePersistence says "Something went wrong unpickling ..."
+            raise MigrationError(self._unreadable(exc)) from exc
+        except AttributeError as exc:  # loaded, but not the dicts PicklePersistence writes
+            raise MigrationError(f"{self.location} is a pickle, but not of PicklePersistence ({exc}). "
+                                 "It was not changed.") from exc
+        data = BotData(
+            user_data=persistence.user_data or {},
+            chat_data=persistence.chat_data or {},
+            bot_data=persistence.bot_data if persistence.bot_data is not None else {},
+            callback_data=persistence.callback_data or None,
+            conversations={name: dict(states) for name, states in (persistence.conversations or {}).items()
+                           if states},
+        )
+        if not (isinstance(data.user_data, dict) and isinstance(data.chat_data, dict)):
+            raise MigrationError(f"{self.location} is a pickle, but not of PicklePersistence (its user "
+                                 "or chat data is not a dict). It was not changed.")
+        return data
+
+    def _unreadable(self, exc: TypeError) -> str:
+        cause = exc.__cause__
+        if isinstance(cause, ModuleNotFoundError | AttributeError) and "telegram" in str(cause):
+            return (f"{self.location} was written by a python-telegram-bot version whose classes this one "
+                    f"(PTB 22) does not have ({type(cause).__name__}: {cause}). Files of PTB 13 and "
+                    "older cannot be read by PTB 20 or newer (PTB 20 moved its classes). Read it with the "
+                    "PTB version that wrote it and save what you need without Telegram objects (plain "
+                    "dicts), then migrate that file. It was not changed.")
+        return (f"{self.location} cannot be read as a PicklePersistence file ({exc}: {cause}). Is it the "
+                "bot's data file? It was not changed.")
+
+    def problem(self, what: str, value: Any) -> str | None:
+        return None  # pickle stores any picklable object; write() reports one that is not
+
+    async def write(self, data: BotData, bot: ExtBot[None]) -> None:
+        # written next to the target under a temporary name, then moved into place
+        directory = Path(self.location).parent
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".migrate-") as scratch:
+            prefix = str(Path(scratch) / Path(self.location).name)
+            persistence = PicklePersistence(prefix, single_file=self.single_file, on_flush=True)
+            persistence.set_bot(bot)
+            try:
+                await asyncio.gather(*_write_calls(persistence, data, BotData()))
+                await persistence.flush()
+            except Exception as exc:  # pickle raises many kinds: PicklingError, TypeError, ...
+                raise MigrationError(f"Cannot write {self.location} with pickle: {exc}. It was not "
+                                     "changed.") from exc
+            for made, final in zip(self.files(prefix), self.files(), strict=True):
+                if made.exists():
+                    os.replace(made, final)
+                elif final.exists():  # nothing of this kind: PicklePersistence wrote no file
+                    final.unlink()
+
+
+class SQLiteStore(Store):
+    """A ``SQLitePersistence`` file."""
+
+    advice = "Use --serializer pickle (a SQLite file only Python reads), or convert those values."
+
+    def __init__(self, location: str, serializer: Literal["json", "pickle"] | None) -> None:
+        super().__init__(location)
+        self.serializer = serializer or self._stored_serializer() or "json"
+        self._checker = SQLitePersistence(location, serializer=self.serializer)  # encodes, never opens
+
+    def exists(self) -> bool:
+        return self.file_exists() and Path(self.location).stat().st_size > 0
+
+    def file_exists(self) -> bool:
+        return Path(self.location).exists()
+
+    def _stored_serializer(self) -> Literal["json", "pickle"] | None:
+        """The serializer an existing file was made with (its ``settings`` table), if readable."""
+        if not self.exists():
+            return None
+        try:
+            with sqlite3.connect(Path(self.location).absolute().as_uri() + "?mode=ro", uri=True) as db:
+                row = db.execute("SELECT value FROM settings WHERE name = 'serializer'").fetchone()
+            db.close()
+        except sqlite3.DatabaseError:
+            return None  # not ours, or damaged: SQLitePersistence says so with the right message
+        return row[0] if row and row[0] in ("json", "pickle") else None
+
+    def _persistence(self, bot: ExtBot[None]) -> SQLitePersistence:
+        persistence = SQLitePersistence(self.location, serializer=self.serializer)
+        persistence.set_bot(bot)
+        return persistence
+
+    async def read(self, bot: ExtBot[None]) -> BotData:
+        if not self.exists():
+            return BotData()
+        persistence = self._persistence(bot)
+        try:
+            return await self._read(persistence)
+        finally:
+            await persistence.flush()
+
+    async def _read(self, persistence: SQLitePersistence) -> BotData:
+        try:
+            data = BotData(
+                user_data=await persistence.get_user_data(),
+                chat_data=await persistence.get_chat_data(),
+                bot_data=await persistence.get_bot_data(),
+                callback_data=await persistence.get_callback_data(),
+            )
+            for name in self._conversation_names():
+                data.conversations[name] = await persistence.get_conversations(name)
+        except DatabaseFileError as exc:
+            raise MigrationError(str(exc)) from exc
+        return data
+
+    def _conversation_names(self) -> list[str]:
+        with sqlite3.connect(Path(self.location).absolute().as_uri() + "?mode=ro", uri=True) as db:
+            names = [name for (name,) in db.execute("SELECT DISTINCT name FROM conversations")]
+        db.close()
+        return names
+
+    def problem(self, what: str, value: Any) -> str | None:
+        # exactly the check SQLitePersistence makes when it writes: nothing passes here and fails there
+        try:
+            self._checker._encode(value, what)
+        except DataNotStorableError as exc:
+            return (json_problem(what, value) if self.serializer == "json" else None) or str(exc)
+        return None
+
+    async def write(self, data: BotData, bot: ExtBot[None]) -> None:
+        new_file = not self.file_exists()
+        persistence = self._persistence(bot)
+        try:
+            # read through the instance that writes: what it loaded is what it replaces
+            old = await self._read(persistence) if not new_file else BotData()
+            # PTB's own save round, done once: SQLitePersistence commits the writes started
+            # together in one transaction, so a failure leaves the file as it was
+            results = await asyncio.gather(*_write_calls(persistence, data, old), return_exceptions=True)
+            await persistence.flush()
+        except BaseException:
+            if new_file:
+                _remove_sqlite_file(Path(self.location))
+            raise
+        failed = [exc for exc in results if isinstance(exc, BaseException)]
+        if failed:
+            if new_file:
+                _remove_sqlite_file(Path(self.location))
+            if isinstance(failed[0], DatabaseFileError):
+                raise MigrationError(str(failed[0])) from failed[0]
+            raise MigrationError(f"Writing {self.location} failed, nothing was written: "
+                                 f"{type(failed[0]).__name__}: {failed[0]}") from failed[0]
+
+
+def _remove_sqlite_file(path: Path) -> None:
+    """Remove a database this run created (and its WAL files) after a failed write."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _write_calls(persistence: Any, data: BotData, old: BotData) -> list[Any]:
+    """The persistence calls that turn ``old`` into ``data``: like one ``update_persistence()``
+    round of PTB, plus drops of what ``data`` no longer has."""
+    calls = [persistence.update_user_data(user_id, value) for user_id, value in data.user_data.items()]
+    calls += [persistence.drop_user_data(user_id) for user_id in old.user_data.keys() - data.user_data.keys()]
+    calls += [persistence.update_chat_data(chat_id, value) for chat_id, value in data.chat_data.items()]
+    calls += [persistence.drop_chat_data(chat_id) for chat_id in old.chat_data.keys() - data.chat_data.keys()]
+    calls.append(persistence.update_bot_data(data.bot_data))
+    if data.callback_data is not None or old.callback_data is not None:
+        calls.append(persistence.update_callback_data(data.callback_data))
+    for name, states in data.conversations.items():
+        calls += [persistence.update_conversation(name, key, state) for key, state in states.items()]
+    for name, states in old.conversations.items():
+        gone = states.keys() - data.conversations.get(name, {}).keys()
+        calls += [persistence.update_conversation(name, key, None) for key in gone]
+    return calls
+
+
+class JSONStore(Store):
+    """A JSON export in ``DictPersistence``'s format, values in the exact codec."""
+
+    advice = ("A JSON export holds what JSON can say exactly; migrate into a SQLite file with "
+              "--serializer pickle instead, or convert those values.")
+
+    def exists(self) -> bool:
+        return Path(self.location).exists()
+
+    def problem(self, what: str, value: Any) -> str | None:
+        try:
+            encode_json(value, what)
+        except DataNotStorableError as exc:
+            return json_problem(what, value) or str(exc)
+        return None
+
+    async def read(self, bot: ExtBot[None]) -> BotData:
+        if not self.exists():
+            return BotData()
+        try:
+            with open(self.location, encoding="utf-8") as file:  # noqa: ASYNC230 (a CLI: nothing waits)
+                export = json.load(file)
+            if not isinstance(export, dict) or not set(export) <= {f"{kind}_json" for kind in KINDS}:
+                raise ValueError(f"expected one object with the keys {', '.join(f'{k}_json' for k in KINDS)}")
+            data = BotData()
+            for user_id, value in export.get("user_data_json", {}).items():
+                data.user_data[int(user_id)] = decode_json(value, f"user_data of user {user_id}")
+            for chat_id, value in export.get("chat_data_json", {}).items():
+                data.chat_data[int(chat_id)] = decode_json(value, f"chat_data of chat {chat_id}")
+            data.bot_data = decode_json(export.get("bot_data_json", {}), "bot_data")
+            callback = export.get("callback_data_json")
+            if callback is not None:
+                keyboards, queries = callback
+                data.callback_data = (
+                    [(uuid, float(time), {button: decode_json(value, f"button {button}")
+                                          for button, value in buttons.items()})
+                     for uuid, time, buttons in keyboards],
+                    dict(queries))
+            for name, states in export.get("conversations_json", {}).items():
+                data.conversations[name] = {
+                    tuple(json.loads(key)): decode_json(state, f"conversation {name!r} key {key}")
+                    for key, state in states.items()}
+        except (ValueError, TypeError, AttributeError, DatabaseFileError) as exc:
+            raise MigrationError(f"{self.location} is not a JSON export of this tool ({exc}). It was "
+                                 "not changed.") from exc
+        return data
+
+    async def write(self, data: BotData, bot: ExtBot[None]) -> None:
+        export = export_json(data)
+        path = Path(self.location)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=".migrate-",
+                                         suffix=".json", delete=False) as file:
+            try:
+                json.dump(export, file, ensure_ascii=False, indent=1)
+            except BaseException:
+                file.close()
+                os.unlink(file.name)
+                raise
+        os.replace(file.name, path)
+
+
+def export_json(data: BotData) -> dict[str, Any]:
+    """``data`` as a JSON export: ``DictPersistence(**{k: json.dumps(v) for k, v in ...})`` loads it."""
+    callback = None
+    if data.callback_data is not None:
+        keyboards, queries = data.callback_data
+        callback = [[[uuid, time, {button: encode_json(value, f"button {button}")
+                                   for button, value in buttons.items()}]
+                     for uuid, time, buttons in keyboards], queries]
+    return {
+        "user_data_json": {str(user_id): encode_json(value, f"user_data of user {user_id}")
+                           for user_id, value in data.user_data.items()},
+        "chat_data_json": {str(chat_id): encode_json(value, f"chat_data of chat {chat_id}")
+                           for chat_id, value in data.chat_data.items()},
+        "bot_data_json": encode_json(data.bot_data, "bot_data"),
+        "conversations_json": {name: {json.dumps(list(key)): encode_json(state, f"conversation {name!r}")
+                                      for key, state in states.items()}
+                               for name, states in data.conversations.items()},
+        "callback_data_json": callback,
+    }
+
+
+def dict_persistence(export: dict[str, Any]) -> DictPersistence:
+    """PTB's ``DictPersistence`` over a JSON export (it keeps the tags of values as they are)."""
+    texts = {key: json.dumps(value) for key, value in export.items() if value is not None}
+    return DictPersistence(**texts)  # type: ignore[arg-type]
+
+
+def open_store(location: str, *, serializer: Literal["json", "pickle"] | None = None,
+               pickle_prefix: bool = False, role: str = "SOURCE") -> Store:
+    """The store at ``location``, told by its form (see the module docstring)."""
+    lowered = location.lower()
+    if lowered.startswith(("postgresql://", "postgres://")):
+        raise MigrationError("PostgreSQL is not supported yet: PostgresPersistence (stage 9) is not part "
+                             "of this version of the cookbook. Migrate to a .sqlite3 file for now.")
+    if lowered.endswith(PICKLE_SUFFIXES):
+        return PickleStore(location, single_file=True)
+    if lowered.endswith(SQLITE_SUFFIXES):
+        return SQLiteStore(location, serializer)
+    if lowered.endswith(".json"):
+        return JSONStore(location)
+    if pickle_prefix or PickleStore(location, single_file=False).exists():
+        return PickleStore(location, single_file=False)
+    raise MigrationError(
+        f"{role} {location}: cannot tell what it is from its name. Use a name ending in .pickle, "
+        ".sqlite3 (or .db) or .json, a postgresql:// address, or --pickle-prefix for the files of "
+        "PicklePersistence(single_file=False)."
+    )
+
+
+# ================================================================================================
+# The migration
+# ================================================================================================
+@dataclass
+class Report:
+    """What a migration did (or, with ``dry_run``, would do)."""
+
+    source: str
+    target: str
+    counts: dict[str, str]
+    dry_run: bool
+    replaced: bool
+
+    def __str__(self) -> str:
+        verb = "Would move" if self.dry_run else "Moved"
+        lines = [f"{verb} from {self.source} to {self.target}"
+                 + (", replacing what it held" if self.replaced else "")
+                 + ("" if self.dry_run else ", and read it back: identical") + ":"]
+        lines += [f"  {kind:<14} {count}" for kind, count in self.counts.items()]
+        if self.dry_run:
+            lines.append("Dry run: nothing was written.")
+        return "\n".join(lines)
+
+
+def _progress(items: Iterable[Any], total: int, description: str, show: bool | None) -> Iterable[Any]:
+    """``items``, with a progress bar on a terminal (``show=None``), always or never."""
+    hidden = None if show is None else not show
+    bar: Iterable[Any] = tqdm(items, total=total, desc=description, unit=" values", disable=hidden,
+                              leave=False, mininterval=0.2)
+    return bar
+
+
+async def migrate(source: Store, target: Store, *, replace: bool = False, dry_run: bool = False,
+                  progress: bool | None = None) -> Report:
+    """Copy everything ``source`` holds into ``target``: checked first, written at once, read back.
+
+    Raises :class:`MigrationError` (the target untouched) when the source cannot be read, a value
+    cannot be stored in the target, or the target holds data and ``replace`` is false."""
+    bot = _bot()
+    data = await source.read(bot)
+    problems = [
+        problem
+        for what, value in _progress(data.values(), data.size(), "checking", progress)
+        if (problem := target.problem(what, value)) is not None
+    ]
+    if problems:
+        shown = "\n".join(f"  {line}" for line in problems[:SHOWN_PROBLEMS])
+        more = len(problems) - SHOWN_PROBLEMS
+        raise MigrationError(
+            f"{target} cannot hold {_plural(len(problems), 'value')} of {source}:\n{shown}\n"
+            + (f"  ... and {more:,} more\n" if more > 0 else "")
+            + f"{target.advice} Nothing was written."
+        )
+    old = await target.read(bot) if target.exists() else BotData()
+    if not old.is_empty() and not replace:
+        raise MigrationError(f"{target} already holds data ({_summary(old)}). It was not changed. "
+                             "Pass --replace to replace it, or choose a new target.")
+    report = Report(str(source), str(target), data.counts(), dry_run, replaced=not old.is_empty())
+    if dry_run:
+        return report
+    await target.write(data, bot)
+    written = await target.read(bot)
+    difference = differs(data, written, progress)
+    if difference:
+        raise MigrationError(f"Reading {target} back does not give the source's data: {difference}. "
+                             "Please report this as a bug; keep the source file.")
+    return report
+
+
+def _summary(data: BotData) -> str:
+    counts = data.counts()
+    return ", ".join(counts[kind] for kind in ("user_data", "chat_data", "conversations"))
+
+
+# ================================================================================================
+# Exact comparison: the read-back check
+# ================================================================================================
+def differs(source: BotData, target: BotData, progress: bool | None = None) -> str | None:
+    """Where ``target`` differs from ``source`` (the first place found), or ``None``."""
+    ids = [(kind, getattr(source, kind), getattr(target, kind)) for kind in ("user_data", "chat_data")]
+    ids += [(f"conversation {name!r}", states, target.conversations.get(name, {}))
+            for name, states in source.conversations.items()]
+    for kind, ours, theirs in ids:
+        if ours.keys() != theirs.keys():
+            extra = sorted(map(str, ours.keys() ^ theirs.keys()))[:3]
+            return f"{kind} has other keys ({', '.join(extra)})"
+    if source.conversations.keys() != target.conversations.keys():
+        return f"conversations {sorted(source.conversations)} became {sorted(target.conversations)}"
+    wanted = {what: value for what, value in source.values()}
+    for what, theirs in _progress(target.values(), len(wanted), "verifying", progress):
+        where = value_differs(wanted[what], theirs)
+        if where is not None:
+            return f"{what}{where}"
+    return None
+
+
+def value_differs(a: Any, b: Any, path: str = "") -> str | None:
+    """Where ``b`` differs from ``a``, as a path like ``['messages'][3]``, or ``None`` when they
+    are the same: equal, with the same types all the way down (``1``, ``1.0`` and ``True`` differ;
+    a Telegram object by all its fields; another object by its attributes when it has no ``==``)."""
+    if type(a) is not type(b):
+        return f"{path}: {type(a).__name__} became {type(b).__name__}"
+    if type(a) in (str, int, bool, bytes) or a is None:
+        return None if a == b else f"{path}: {a!r:.40} became {b!r:.40}"
+    if type(a) is float:
+        return None if a == b or (math.isnan(a) and math.isnan(b)) else f"{path}: {a!r} became {b!r}"
+    if isinstance(a, dict):
+        if a.keys() != b.keys():
+            return f"{path}: keys {list(a)!r:.60} became {list(b)!r:.60}"
+        return _first(value_differs(a[key], b[key], f"{path}[{key!r}]") for key in a)
+    if isinstance(a, list | tuple):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} items became {len(b)}"
+        return _first(value_differs(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True)))
+    if isinstance(a, TelegramObject):
+        return value_differs(a.to_dict(), b.to_dict(), path)
+    if type(a).__eq__ is object.__eq__ and hasattr(a, "__dict__"):  # type: ignore[comparison-overlap]
+        return value_differs(vars(a), vars(b), path)
+    return None if a == b else f"{path}: {a!r:.40} became {b!r:.40}"
+
+
+def _first(found: Iterable[str | None]) -> str | None:
+    return next((where for where in found if where is not None), None)
+
+
+# ================================================================================================
+# The command line
+# ================================================================================================
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m persistence.migrate",
+        description="Move a python-telegram-bot's persisted data: Pickle, SQLite, JSON export. "
+                    "Stop the bot first.",
+        epilog="Example: python -m persistence.migrate stage1.pickle stage3.sqlite3",
+    )
+    parser.add_argument("source", metavar="SOURCE", help="*.pickle, *.sqlite3/*.db, *.json, or a prefix")
+    parser.add_argument("target", metavar="TARGET", help="*.pickle, *.sqlite3/*.db, *.json, or a prefix")
+    parser.add_argument("--serializer", choices=("json", "pickle"),
+                        help="for a new SQLite target (default json; an existing file keeps its own)")
+    parser.add_argument("--dry-run", action="store_true", help="read and check everything, write nothing")
+    parser.add_argument("--replace", action="store_true", help="replace the data a target already holds")
+    parser.add_argument("--pickle-prefix", action="store_true",
+                        help="SOURCE/TARGET names without a known suffix are PicklePersistence("
+                             "single_file=False) prefixes")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        source = open_store(args.source, pickle_prefix=args.pickle_prefix)
+        if not source.exists():
+            raise MigrationError(f"SOURCE {args.source} does not exist. Check the path (the bot's "
+                                 "--file or STAGEn_FILE).")
+        target = open_store(args.target, serializer=args.serializer, role="TARGET",
+                            pickle_prefix=args.pickle_prefix)
+        if os.path.abspath(args.source) == os.path.abspath(args.target):
+            raise MigrationError("SOURCE and TARGET are the same file.")
+        report = asyncio.run(migrate(source, target, replace=args.replace, dry_run=args.dry_run))
+    except MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["BotData", "JSONStore", "MigrationError", "PickleStore", "Report", "SQLiteStore", "Store",
+           "decode_json", "dict_persistence", "encode_json", "export_json", "json_problem", "main",
+           "migrate", "open_store", "value_differs"]
