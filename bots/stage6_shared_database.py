@@ -1,6 +1,6 @@
 """Stage 6: the bot is not the only program writing its database.
 
-A notes bot on ``SQLitePersistence`` and an admin command line that edits the same file while the
+A notes bot on ``SharedSQLitePersistence`` and an admin command line that edits the same file while the
 bot runs. What it shows:
 
 * **refresh** - an admin edits a user's data; the running bot sees it at that user's next message,
@@ -59,7 +59,7 @@ from bots.offline import (
     run_stage,
     supergroup_chat,
 )
-from persistence import SQLitePersistence
+from persistence import SharedSQLitePersistence
 from persistence.sqlite import DatabaseFileError
 
 DEFAULT_FILE = "stage6.sqlite3"
@@ -144,14 +144,14 @@ SAVE_EVERY = 5
 user or note is visible to it within this time."""
 
 
-def make_persistence(path: Path) -> SQLitePersistence:
-    return SQLitePersistence(path, update_interval=SAVE_EVERY)
+def make_persistence(path: Path) -> SharedSQLitePersistence:
+    return SharedSQLitePersistence(path, update_interval=SAVE_EVERY)
 
 
 # ---- the admin tool: another program, writing the same file ------------------------------------
 async def admin_list(path: Path) -> str:
     """One line per user: id and data."""
-    persistence = SQLitePersistence(path)
+    persistence = SharedSQLitePersistence(path)
     try:
         users = await persistence.get_user_data()
     finally:
@@ -163,7 +163,7 @@ async def admin_list(path: Path) -> str:
 async def admin_set(path: Path, user_id: int, key: str, value: object) -> str:
     """Set one key of one user's data. Only that key changes, even if the bot saves the same user
     at the same moment: the saves merge key by key."""
-    persistence = SQLitePersistence(path)
+    persistence = SharedSQLitePersistence(path)
     try:
         users = await persistence.get_user_data()
         if user_id not in users:
@@ -177,7 +177,7 @@ async def admin_set(path: Path, user_id: int, key: str, value: object) -> str:
 
 async def admin_broadcast(path: Path, text: str) -> str:
     """Put an announcement into bot data; every user sees it with /me."""
-    persistence = SQLitePersistence(path)
+    persistence = SharedSQLitePersistence(path)
     try:
         bot_data = await persistence.get_bot_data()
         bot_data["announcement"] = text

@@ -81,7 +81,13 @@ from telegram import TelegramObject
 from telegram.ext import DictPersistence, ExtBot, PicklePersistence
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from persistence.sqlite import DatabaseFileError, DataNotStorableError, SQLitePersistence, _where_not_json
+from persistence.sqlite import (
+    DatabaseFileError,
+    DataNotStorableError,
+    SQLitePersistence,
+    decode_json,
+    encode_json,
+)
 
 KINDS = ("user_data", "chat_data", "bot_data", "callback_data", "conversations")
 PICKLE_SUFFIXES = (".pickle", ".pkl")
@@ -149,26 +155,21 @@ def _plural(count: int, noun: str) -> str:
 # ================================================================================================
 # The exact JSON codec of persistence/sqlite.py (reused, never copied)
 # ================================================================================================
-_CODEC = SQLitePersistence(os.devnull, serializer="json")  # only encodes and decodes: never opened
+def short_problem(error: DataNotStorableError) -> str:
+    """The codec's error without its advice (a refusal lists up to ten and gives the advice once):
+    ``user_data of user 1: ['seen'] is datetime.datetime``."""
+    text = str(error).removeprefix("Cannot store ").split(". JSON mode stores")[0]
+    return text.replace(" as JSON: ", ": ", 1).replace(" with pickle: ", ": ", 1)
 
 
-def json_problem(what: str, value: Any) -> str | None:
-    """Where ``value`` (named ``what``) holds something the exact JSON codec cannot store."""
-    found = _where_not_json(value)
-    if found is None:
-        return None
-    path, bad = found
-    return f"{what}: {path} is {type(bad).__module__}.{type(bad).__qualname__}"
-
-
-def encode_json(value: Any, what: str) -> Any:
+def to_plain(value: Any, what: str) -> Any:
     """``value`` as plain JSON data, tagged where plain JSON cannot say what it is."""
-    return json.loads(_CODEC._encode(value, what))
+    return json.loads(encode_json(value, what))
 
 
-def decode_json(data: Any, what: str) -> Any:
-    """Undo :func:`encode_json`."""
-    return _CODEC._decode(json.dumps(data), what)
+def from_plain(data: Any, what: str) -> Any:
+    """Undo :func:`to_plain`."""
+    return decode_json(json.dumps(data), what)
 
 
 # ================================================================================================
@@ -295,7 +296,7 @@ class SQLiteStore(Store):
     def __init__(self, location: str, serializer: Literal["json", "pickle"] | None) -> None:
         super().__init__(location)
         self.serializer = serializer or self._stored_serializer() or "json"
-        self._checker = SQLitePersistence(location, serializer=self.serializer)  # encodes, never opens
+        self._codec = SQLitePersistence(location, serializer=self.serializer)  # encodes, never opens
 
     def exists(self) -> bool:
         return self.file_exists() and Path(self.location).stat().st_size > 0
@@ -352,9 +353,9 @@ class SQLiteStore(Store):
     def problem(self, what: str, value: Any) -> str | None:
         # exactly the check SQLitePersistence makes when it writes: nothing passes here and fails there
         try:
-            self._checker._encode(value, what)
+            self._codec.encode(value, what)
         except DataNotStorableError as exc:
-            return (json_problem(what, value) if self.serializer == "json" else None) or str(exc)
+            return short_problem(exc)
         return None
 
     async def write(self, data: BotData, bot: ExtBot[None]) -> None:
@@ -418,7 +419,7 @@ class JSONStore(Store):
         try:
             encode_json(value, what)
         except DataNotStorableError as exc:
-            return json_problem(what, value) or str(exc)
+            return short_problem(exc)
         return None
 
     async def read(self, bot: ExtBot[None]) -> BotData:
@@ -431,21 +432,21 @@ class JSONStore(Store):
                 raise ValueError(f"expected one object with the keys {', '.join(f'{k}_json' for k in KINDS)}")
             data = BotData()
             for user_id, value in export.get("user_data_json", {}).items():
-                data.user_data[int(user_id)] = decode_json(value, f"user_data of user {user_id}")
+                data.user_data[int(user_id)] = from_plain(value, f"user_data of user {user_id}")
             for chat_id, value in export.get("chat_data_json", {}).items():
-                data.chat_data[int(chat_id)] = decode_json(value, f"chat_data of chat {chat_id}")
-            data.bot_data = decode_json(export.get("bot_data_json", {}), "bot_data")
+                data.chat_data[int(chat_id)] = from_plain(value, f"chat_data of chat {chat_id}")
+            data.bot_data = from_plain(export.get("bot_data_json", {}), "bot_data")
             callback = export.get("callback_data_json")
             if callback is not None:
                 keyboards, queries = callback
                 data.callback_data = (
-                    [(uuid, float(time), {button: decode_json(value, f"button {button}")
+                    [(uuid, float(time), {button: from_plain(value, f"button {button}")
                                           for button, value in buttons.items()})
                      for uuid, time, buttons in keyboards],
                     dict(queries))
             for name, states in export.get("conversations_json", {}).items():
                 data.conversations[name] = {
-                    tuple(json.loads(key)): decode_json(state, f"conversation {name!r} key {key}")
+                    tuple(json.loads(key)): from_plain(state, f"conversation {name!r} key {key}")
                     for key, state in states.items()}
         except (ValueError, TypeError, AttributeError, DatabaseFileError) as exc:
             raise MigrationError(f"{self.location} is not a JSON export of this tool ({exc}). It was "
@@ -471,16 +472,16 @@ def export_json(data: BotData) -> dict[str, Any]:
     callback = None
     if data.callback_data is not None:
         keyboards, queries = data.callback_data
-        callback = [[[uuid, time, {button: encode_json(value, f"button {button}")
+        callback = [[[uuid, time, {button: to_plain(value, f"button {button}")
                                    for button, value in buttons.items()}]
                      for uuid, time, buttons in keyboards], queries]
     return {
-        "user_data_json": {str(user_id): encode_json(value, f"user_data of user {user_id}")
+        "user_data_json": {str(user_id): to_plain(value, f"user_data of user {user_id}")
                            for user_id, value in data.user_data.items()},
-        "chat_data_json": {str(chat_id): encode_json(value, f"chat_data of chat {chat_id}")
+        "chat_data_json": {str(chat_id): to_plain(value, f"chat_data of chat {chat_id}")
                            for chat_id, value in data.chat_data.items()},
-        "bot_data_json": encode_json(data.bot_data, "bot_data"),
-        "conversations_json": {name: {json.dumps(list(key)): encode_json(state, f"conversation {name!r}")
+        "bot_data_json": to_plain(data.bot_data, "bot_data"),
+        "conversations_json": {name: {json.dumps(list(key)): to_plain(state, f"conversation {name!r}")
                                       for key, state in states.items()}
                                for name, states in data.conversations.items()},
         "callback_data_json": callback,
@@ -686,5 +687,5 @@ if __name__ == "__main__":
 
 
 __all__ = ["BotData", "JSONStore", "MigrationError", "PickleStore", "Report", "SQLiteStore", "Store",
-           "decode_json", "dict_persistence", "encode_json", "export_json", "json_problem", "main",
-           "migrate", "open_store", "value_differs"]
+           "dict_persistence", "export_json", "from_plain", "main", "migrate", "open_store", "to_plain",
+           "value_differs"]

@@ -12,28 +12,10 @@ Your handlers keep using ``context.user_data``, ``context.chat_data`` and ``cont
 ``arbitrary_callback_data=True``, inline-button data are kept too. PTB loads everything once at
 start-up and writes what changed every ``update_interval`` seconds and at shutdown.
 
-Arguments
----------
-``filepath``
-    The database file (``str`` or path-like). Created on first use, readable by its owner only
-    (it holds your users' data), with the schema below. Nothing to set up by hand.
-``store_data``
-    A ``telegram.ext.PersistenceInput`` to switch kinds of data off (all on by default).
-``update_interval``
-    Seconds between saves (default 60). A crash loses at most this much; a clean shutdown nothing.
-``serializer``
-    ``"json"`` (default): rows are readable JSON text. Exactly these round-trip, at any depth, with
-    their types: ``dict`` (any of these as keys, e.g. int user ids), ``list``, ``tuple``, ``str``,
-    ``int`` (up to 4,300 digits, Python's limit for ``str(int)``), ``float``, ``bool``, ``None``.
-    Anything else (a ``datetime``, a set, your own class, a subclass such as ``defaultdict`` or an
-    ``IntEnum``) is refused at save time with a ``DataNotStorableError`` naming the data, its id
-    and where the value sits; that id keeps what was stored before and the other ids of the same
-    save are written.
-    ``"pickle"``: any picklable object; Telegram objects are stored without their ``Bot`` and get
-    the current bot back when loaded, as ``PicklePersistence`` does. Not readable outside Python,
-    and only ever load a file you trust: unpickling runs code.
-``busy_timeout``
-    Seconds to wait when another program is writing the file at the same moment (default 5).
+This class is for a file that **one bot process** owns. If other programs (an admin tool, a web
+panel, a script) write the file while the bot runs, use ``SharedSQLitePersistence`` from
+``shared.py`` instead: same file format, plus merging of their changes. This class notices such a
+change when it saves the row, and warns, naming the row.
 
 The schema (``sqlite3 bot.sqlite3 .schema``)
 --------------------------------------------
@@ -50,12 +32,13 @@ One row per user, per chat, per (conversation name, key); one row each for bot a
 PTB's key tuple, e.g. ``[-4001, 1001]`` for (chat id, user id). JSON mode writes plain JSON where it
 can, so ``SELECT json_extract(data, '$.messages[0].message') FROM chat_data`` works; what plain
 JSON cannot say is tagged: ``{"$tuple": [...]}``, ``{"$map": [[key, value], ...]}`` for a dict
-whose keys are not all strings (or start with ``$``), ``{"$float": "inf"}``.
+whose keys are not all strings (or start with ``$``), ``{"$float": "inf"}``, and
+``{"$chars": [55357, ...]}`` for a string with lone surrogate halves (UTF-8 cannot hold them).
 
 ``version`` changes with every write, also by other programs (a trigger bumps it), which is how
-this class notices rows changed behind its back. The file's ``PRAGMA user_version`` is the schema
-version; a file from a newer version of this class, a SQLite file of another program, or a file
-that is not SQLite at all is refused with a :class:`DatabaseFileError` naming it, untouched.
+a row changed behind this instance's back is noticed. The file's ``PRAGMA user_version`` is the
+schema version; a file from a newer version of this class, a SQLite file of another program, or a
+file that is not SQLite at all is refused with a :class:`DatabaseFileError` naming it, untouched.
 
 Behaviour worth knowing
 -----------------------
@@ -63,24 +46,14 @@ Behaviour worth knowing
   in a worker thread too, so a large save does not stall the bot.
 * A save round (PTB runs all its ``update_*`` calls at once) is written as one transaction with
   ``executemany``; a row is only ever committed whole.
-* ``refresh_*`` (called by PTB when a handler matches an update, for its chat, user and bot data)
-  picks up a row that another program (an admin script, a second process) changed since this
-  instance last read or wrote it, and never overwrites changes the bot has not saved yet: it merges
-  top-level key by key, against the row as this instance last saw it, and takes only the keys the
-  other program changed and the bot did not. (This keeps the row as last seen in memory: about a
-  second copy of the stored data.)
-* A save merges the same way inside its transaction, so another program's write that lands just
-  before it is kept too, and reaches the bot's live data at the next refresh. Limit: a top-level
-  key that *both* changed keeps the bot's value.
+* ``refresh_*`` do nothing: the bot's memory is the truth, as with ``PicklePersistence``.
 * ``flush()`` (PTB's last call, in ``shutdown()``) commits and closes; the instance reopens the file
   if it is used again.
-* The file uses WAL mode: a reader never blocks the bot, a crash never corrupts the file, and
-  another process may write at the same time (each waits up to ``busy_timeout`` for the other).
+* The file uses WAL mode: a reader never blocks the bot and a crash never corrupts the file.
 * Deleting is for real (``PRAGMA secure_delete``, and the WAL file is emptied after a drop): once
   ``drop_user_data``/``drop_chat_data`` are saved, the data is in no byte of the files - at once,
   or, while another program holds a read open on the file, at the first save after it lets go.
   Only what SQLite cannot control remains: backups, copies, and blocks the file system or SSD keeps.
-  ``VACUUM`` would also shrink the file; it is not needed for privacy.
 """
 
 from __future__ import annotations
@@ -94,6 +67,7 @@ import os
 import pickle
 import random
 import sqlite3
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,13 +88,13 @@ _SCHEMA = [
     " PRIMARY KEY (name, key))",
 ]
 # user_data, chat_data, bot_data and callback_data share one shape: an id, the data, a version
-_KEY_COLUMN = {"user_data": "user_id", "chat_data": "chat_id", "bot_data": "id", "callback_data": "id"}
-for _table, _column in _KEY_COLUMN.items():
+KEY_COLUMN = {"user_data": "user_id", "chat_data": "chat_id", "bot_data": "id", "callback_data": "id"}
+for _table, _column in KEY_COLUMN.items():
     _check = f" CHECK ({_column} = 0)" if _column == "id" else ""
     _SCHEMA += [
         f"CREATE TABLE {_table} ({_column} INTEGER PRIMARY KEY{_check}, data NOT NULL,"
         " version INTEGER NOT NULL DEFAULT (random()))",
-        # a program that updates `data` without a new version still bumps it, so refresh sees it
+        # a program that updates `data` without a new version still bumps it, so it is noticed
         f"CREATE TRIGGER {_table}_version AFTER UPDATE OF data ON {_table}"
         f" WHEN NEW.version = OLD.version BEGIN"
         f" UPDATE {_table} SET version = random() WHERE {_column} = NEW.{_column}; END",
@@ -129,6 +103,11 @@ for _table, _column in _KEY_COLUMN.items():
 # what error messages call a row of each table
 _WHAT = {"user_data": "user_data of user {}", "chat_data": "chat_data of chat {}",
          "bot_data": "bot_data", "callback_data": "callback_data"}
+
+
+def describe_row(table: str, key: Any) -> str:
+    """What errors call a row: ``describe_row("chat_data", 42)`` is ``'chat_data of chat 42'``."""
+    return _WHAT[table].format(key)
 
 
 class DatabaseFileError(RuntimeError):
@@ -153,7 +132,7 @@ class _NotJSON(Exception):
 def _is_plain(value: Any) -> bool:
     """Whether ``json.dumps(value)`` already says exactly what ``value`` is (the common case):
     then :func:`_to_json` need not build a tagged copy. Checks, allocates nothing (plain loops:
-    this runs for every value of every save)."""
+    this runs for every value of every save). Lone surrogates are caught by the caller."""
     kind = type(value)
     if kind is dict:
         for key, item in value.items():
@@ -170,17 +149,30 @@ def _is_plain(value: Any) -> bool:
     return kind is float and math.isfinite(value)
 
 
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8 (it has no lone surrogate halves)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _to_json(value: Any) -> Any:
     """``value`` as plain JSON types, with tags for what JSON cannot say. Exact types only."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str:
+        return value if _utf8(value) else {"$chars": [ord(char) for char in value]}
+    if kind is int or kind is bool or value is None:
         return value
     if kind is float:
         return value if math.isfinite(value) else {"$float": repr(value)}
     if kind is list:
         return [_to_json(item) for item in value]
     if kind is dict:
-        if all(type(key) is str and not key.startswith("$") for key in value):
+        if all(type(key) is str and not key.startswith("$") and _utf8(key) for key in value):
             return {key: _to_json(item) for key, item in value.items()}
         return {"$map": [[_to_json(key), _to_json(item)] for key, item in value.items()]}
     if kind is tuple:
@@ -189,15 +181,22 @@ def _to_json(value: Any) -> Any:
 
 
 def _from_json_object(obj: dict[str, Any]) -> Any:
-    """``json.loads`` object hook: undo the tags of :func:`_to_json` (inner objects come first)."""
+    """``json.loads`` object hook: undo the tags of :func:`_to_json` (inner objects come first).
+    The encoder never writes a plain key starting with ``$``: such an object must be one tag."""
+    if not any(key.startswith("$") for key in obj):
+        return obj
     if len(obj) == 1:
-        if "$tuple" in obj:
-            return tuple(obj["$tuple"])
-        if "$map" in obj:
-            return {key: item for key, item in obj["$map"]}
-        if "$float" in obj:
-            return float(obj["$float"])
-    return obj
+        [(tag, inner)] = obj.items()
+        if tag == "$tuple" and type(inner) is list:
+            return tuple(inner)
+        if tag == "$map" and type(inner) is list and all(type(p) is list and len(p) == 2 for p in inner):
+            return {key: item for key, item in inner}
+        if tag == "$float" and inner in ("inf", "-inf", "nan"):
+            return float(inner)
+        if tag == "$chars" and type(inner) is list and all(type(c) is int for c in inner):
+            return "".join(map(chr, inner))
+    raise ValueError(f"an object with the keys {sorted(obj)} is not a tag this codec wrote "
+                     "(tags are one key: $tuple, $map, $float or $chars)")
 
 
 def _where_not_json(value: Any, path: str = "") -> tuple[str, Any] | None:
@@ -221,6 +220,43 @@ def _where_not_json(value: Any, path: str = "") -> tuple[str, Any] | None:
     return path or "the top level", value
 
 
+def encode_json(value: Any, what: str) -> str:
+    """``value`` as the exact JSON text this file stores; ``what`` names it in errors.
+
+    Raises :class:`DataNotStorableError` naming ``what`` and where the bad value sits. Use it to
+    check that a value can be stored before writing it."""
+    try:
+        plain = value if _is_plain(value) else _to_json(value)
+        text = json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
+        if not _utf8(text):  # a lone surrogate somewhere: tag it (plain JSON would rejoin a pair)
+            text = json.dumps(_to_json(value), ensure_ascii=False, separators=(",", ":"))
+        return text
+    except ValueError as exc:  # an int too long for str(), see sys.set_int_max_str_digits
+        raise DataNotStorableError(f"Cannot store {what} as JSON: {exc}") from None
+    except RecursionError:
+        raise DataNotStorableError(f"Cannot store {what}: it nests too deeply or contains "
+                                   "itself (a cycle).") from None
+    except _NotJSON:
+        path, bad = _where_not_json(value) or ("the top level", value)
+        raise DataNotStorableError(
+            f"Cannot store {what} as JSON: {path} is {type(bad).__module__}."
+            f"{type(bad).__qualname__} ({bad!r:.60}). JSON mode stores dict, list, tuple, "
+            "str, int, float, bool and None; convert it, or use serializer='pickle'."
+        ) from None
+
+
+def decode_json(text: str | bytes, what: str) -> Any:
+    """The value :func:`encode_json` made ``text`` from. Raises :class:`DatabaseFileError`
+    naming ``what`` (say which file it is in) if ``text`` is not such JSON."""
+    try:
+        if (b'"$' in text) if isinstance(text, bytes) else ('"$' in text):  # only tags need the hook
+            return json.loads(text, object_hook=_from_json_object)
+        return json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise DatabaseFileError(f"{what} cannot be read back ({type(exc).__name__}: {exc}). "
+                                "Fix or delete that row (sqlite3), or restore a backup.") from None
+
+
 # ------------------------------------------------------------------------------------------------
 # pickle: any object; the Bot inside Telegram objects is swapped for the current bot on load
 # ------------------------------------------------------------------------------------------------
@@ -240,7 +276,8 @@ class _Pickler(pickle.Pickler):
                 bot = obj.get_bot()
             except RuntimeError:
                 bot = None
-            return copyreg.__newobj__, (type(obj),), {**obj.__getstate__(), "_bot": bot}
+            state = {**obj.__getstate__(), "_bot": bot}
+            return copyreg.__newobj__, (type(obj),), state  # type: ignore[attr-defined]
         return NotImplemented
 
     def persistent_id(self, obj: Any) -> str | None:
@@ -254,7 +291,7 @@ class _Unpickler(pickle.Unpickler):
         super().__init__(file)
         self._bot = bot
 
-    def persistent_load(self, pid: str) -> Bot | None:
+    def persistent_load(self, pid: Any) -> Bot | None:
         if pid == _CURRENT_BOT:
             return self._bot
         if pid == _OTHER_BOT:
@@ -265,25 +302,52 @@ class _Unpickler(pickle.Unpickler):
 # ------------------------------------------------------------------------------------------------
 # the persistence
 # ------------------------------------------------------------------------------------------------
-_DELETE = object()  # the value of a queued write that deletes its row
+DELETE: Any = object()  # the value of a queued write that deletes its row
+
+
+def _new_future() -> asyncio.Future[None]:
+    return asyncio.get_running_loop().create_future()
 
 
 @dataclass(eq=False)
-class _Write:
-    """One queued write: ``table``/``key`` with a value to store, or ``_DELETE``."""
+class Write:
+    """One queued write: ``table``/``key`` with a value to store, or :data:`DELETE`.
+    ``params`` is the row as SQL parameters once encoded."""
 
     table: str
     key: Any
     value: Any
     what: str
-    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    params: tuple = ()
+    done: asyncio.Future[None] = field(default_factory=_new_future)
+    params: tuple[Any, ...] = ()
 
 
-class SQLitePersistence(BasePersistence):
-    """A ``BasePersistence`` that keeps every kind of bot data in one SQLite file.
+class SQLitePersistence(BasePersistence[Any, Any, Any]):
+    """A :class:`telegram.ext.BasePersistence` that keeps every kind of bot data in one SQLite
+    file, for a bot whose process owns the file. See the module docstring for the schema.
 
-    See the module docstring for the arguments, the schema and the guarantees."""
+    Args:
+        filepath (:obj:`str` | :obj:`os.PathLike`): The database file. Created on first use,
+            readable by its owner only (it holds your users' data), with the schema. Nothing to
+            set up by hand. Defaults to ``"bot.sqlite3"``.
+        store_data (:class:`telegram.ext.PersistenceInput`, optional): Kinds of data to switch
+            off (all are stored by default).
+        update_interval (:obj:`int` | :obj:`float`, optional): Seconds between saves (default 60).
+            A crash loses at most this much; a clean shutdown nothing.
+        serializer (:obj:`str`, optional): ``"json"`` (default): rows are readable JSON text.
+            Exactly these round-trip, at any depth, with their types: ``dict`` (any of these as
+            keys, e.g. int user ids), ``list``, ``tuple``, ``str``, ``int`` (up to 4,300 digits,
+            Python's limit for ``str(int)``), ``float``, ``bool``, ``None``. Anything else (a
+            ``datetime``, a set, your own class, a subclass such as ``defaultdict`` or an
+            ``IntEnum``) is refused at save time with a :class:`DataNotStorableError` naming the
+            data, its id and where the value sits; that id keeps what was stored before and the
+            other ids of the same save are written.
+            ``"pickle"``: any picklable object; Telegram objects are stored without their ``Bot``
+            and get the current bot back when loaded, as ``PicklePersistence`` does. Not readable
+            outside Python, and only ever load a file you trust: unpickling runs code.
+        busy_timeout (:obj:`float`, optional): Seconds to wait when another program is writing
+            the file at the same moment (default 5).
+    """
 
     def __init__(
         self,
@@ -305,14 +369,10 @@ class SQLitePersistence(BasePersistence):
         # one statement or one write transaction at a time on the shared connection: a read must
         # neither see a save's uncommitted rows nor hold a snapshot while a save begins
         self._busy = asyncio.Lock()
-        # each row as this instance last read or wrote it: {table: {key: (version, stored data)}}.
-        # The stored data is the common base when another program changed the row meanwhile.
-        self._known: dict[str, dict[Any, tuple[int, Any]]] = {table: {} for table in _KEY_COLUMN}
-        # another program's changes merged into one side (PTB's live data, or a saved row) that
-        # the other side still has to get: {table: {key: {top-level key: _Taken}}}
-        self._taken: dict[str, dict[Any, dict[Any, _Taken]]] = {table: {} for table in _KEY_COLUMN}
-        self._queue: list[_Write] = []
-        self._writer: asyncio.Task | None = None
+        # each row's version as this instance last read or wrote it: {table: {key: version}}
+        self._versions: dict[str, dict[Any, int]] = {table: {} for table in KEY_COLUMN}
+        self._queue: list[Write] = []
+        self._writer: asyncio.Task[None] | None = None
         self._scrub_wal = False  # a dropped row may still be in the WAL file
         self._loaded: set[str] = set()  # tables PTB loaded since the last flush (its live data)
 
@@ -403,7 +463,7 @@ class SQLitePersistence(BasePersistence):
             row = await cursor.fetchone()
         return None if row is None else row[0]
 
-    async def _read_at_start(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+    async def _read_at_start(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         """A read of ``Application.initialize()``, on a connection closed at once: when
         initialize() fails, PTB never calls flush(), and an open connection (a non-daemon thread)
         would keep the process from exiting."""
@@ -415,39 +475,12 @@ class SQLitePersistence(BasePersistence):
         finally:
             await db.close()
 
-    async def _select(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
-        db = await self._connection()
-        try:
-            async with self._busy:  # one call: no statement stays open between two of them
-                return list(await db.execute_fetchall(sql, tuple(params)))
-        except sqlite3.DatabaseError as exc:
-            raise self._file_error(exc) from exc
-
     # ---- encoding -----------------------------------------------------------------------------------
-    def _encode(self, value: Any, what: str) -> str | bytes:
-        """``value`` as stored in a row; ``what`` names it in errors (e.g. 'chat_data of chat 7')."""
+    def encode(self, value: Any, what: str) -> str | bytes:
+        """``value`` as stored in a row with this instance's serializer; ``what`` names it in
+        errors (e.g. ``'chat_data of chat 7'``). Raises :class:`DataNotStorableError`."""
         if self.serializer == "json":
-            try:
-                plain = value if _is_plain(value) else _to_json(value)
-                text = json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
-                if not text.isascii():
-                    try:
-                        text.encode()  # SQLite stores UTF-8, which has no lone surrogate halves
-                    except UnicodeEncodeError:
-                        text = json.dumps(plain, separators=(",", ":"))  # as \udXXX: exact too
-                return text
-            except ValueError as exc:  # an int too long for str(), see sys.set_int_max_str_digits
-                raise DataNotStorableError(f"Cannot store {what} as JSON: {exc}") from None
-            except RecursionError:
-                raise DataNotStorableError(f"Cannot store {what}: it nests too deeply or contains "
-                                           "itself (a cycle).") from None
-            except _NotJSON:
-                path, bad = _where_not_json(value) or ("the top level", value)
-                raise DataNotStorableError(
-                    f"Cannot store {what} as JSON: {path} is {type(bad).__module__}."
-                    f"{type(bad).__qualname__} ({bad!r:.60}). JSON mode stores dict, list, tuple, "
-                    "str, int, float, bool and None; convert it, or use serializer='pickle'."
-                ) from None
+            return encode_json(value, what)
         buffer = io.BytesIO()
         try:
             _Pickler(buffer, self.bot).dump(value)
@@ -455,13 +488,13 @@ class SQLitePersistence(BasePersistence):
             raise DataNotStorableError(f"Cannot store {what} with pickle: {exc}") from exc
         return buffer.getvalue()
 
-    def _decode(self, stored: str | bytes, what: str) -> Any:
+    def decode(self, stored: str | bytes, what: str) -> Any:
+        """The value a row holds; raises :class:`DatabaseFileError` naming ``what`` and the file."""
+        if self.serializer == "json":
+            return decode_json(stored, f"{what} in {self.filepath}")
         try:
-            if self.serializer == "json":
-                if '"$' in stored:  # only tagged data needs the (slower) object hook
-                    return json.loads(stored, object_hook=_from_json_object)
-                return json.loads(stored)
-            return _Unpickler(io.BytesIO(stored), self.bot).load()
+            return _Unpickler(io.BytesIO(stored if isinstance(stored, bytes) else stored.encode()),
+                              self.bot).load()
         except (ValueError, TypeError, pickle.UnpicklingError, EOFError, AttributeError,
                 ImportError) as exc:
             raise DatabaseFileError(
@@ -470,11 +503,13 @@ class SQLitePersistence(BasePersistence):
             ) from exc
 
     # ---- writing: every write of a save round goes into one transaction ----------------------------
-    async def _submit(self, write: _Write) -> None:
-        """Queue ``write`` and wait until it is committed (or has failed).
+    async def _write(self, table: str, key: Any, value: Any, what: str | None = None) -> None:
+        """Queue one row's write (``DELETE``: its deletion) and wait until it is committed (or
+        has failed); ``what`` names it in errors.
 
         PTB starts all writes of a save round at once; the first one starts the writer task, the
         rest join its queue before it runs, and the writer commits them together."""
+        write = Write(table, key, value, what or describe_row(table, key))
         self._queue.append(write)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_queue())
@@ -493,24 +528,24 @@ class SQLitePersistence(BasePersistence):
                 if not isinstance(exc, Exception):
                     raise
 
-    def _prepare(self, batch: list[_Write]) -> list[tuple[_Write, DataNotStorableError]]:
+    def _prepare(self, batch: list[Write]) -> list[tuple[Write, DataNotStorableError]]:
         """Encode every write's row (run in a worker thread). Returns the writes that cannot be
         encoded, with their errors: they fail alone, the others are written."""
         failed = []
         for write in batch:
             try:
-                if write.value is _DELETE:
+                if write.value is DELETE:
                     write.params = write.key if write.table == "conversations" else (write.key,)
                 elif write.table == "conversations":
-                    write.params = (*write.key, self._encode(write.value, write.what))
+                    write.params = (*write.key, self.encode(write.value, write.what))
                 else:
                     version = random.getrandbits(63)
-                    write.params = (write.key, self._encode(write.value, write.what), version)
+                    write.params = (write.key, self.encode(write.value, write.what), version)
             except DataNotStorableError as exc:
                 failed.append((write, exc))
         return failed
 
-    async def _write_batch(self, batch: list[_Write]) -> None:
+    async def _write_batch(self, batch: list[Write]) -> None:
         failed = await asyncio.to_thread(self._prepare, batch)
         for write, exc in failed:
             if not write.done.done():  # its caller may have been cancelled
@@ -522,21 +557,14 @@ class SQLitePersistence(BasePersistence):
         async with self._busy:
             await db.execute("BEGIN IMMEDIATE")
             try:
-                # one instant, no await: what refreshes merged in so far, and the rows as known now
-                handed_over = self._hand_over_to_saves(batch)
-                known = {(write.table, write.key): self._known[write.table].get(write.key)
-                         for write in batch if write.table in _KEY_COLUMN}
-                for table in ("user_data", "chat_data", "bot_data"):
-                    await self._merge_other_writers(db, table, batch, known)
-                handed_over = [h for h in handed_over if any(
-                    w.table == h[0] and w.key == h[1] for w in batch)]
+                await self._other_writers(db, batch)
                 for sql, rows in _runs(batch):
                     await db.executemany(sql, rows)
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-            if self._scrub_wal or any(w.value is _DELETE and w.table in _KEY_COLUMN for w in batch):
+            if self._scrub_wal or any(w.value is DELETE and w.table in KEY_COLUMN for w in batch):
                 # a forgotten user's old rows may still sit in the WAL file: move it into the
                 # database (where secure_delete zeroed them) and empty it. A reader of another
                 # program can prevent that: do not wait for it, try again at the next save
@@ -544,122 +572,76 @@ class SQLitePersistence(BasePersistence):
                 busy = await self._scalar(db, "PRAGMA wal_checkpoint(TRUNCATE)")
                 await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
                 self._scrub_wal = busy != 0
-        for table, key, name, change in handed_over:  # both sides have these now
-            if self._taken[table].get(key, {}).get(name) is change:
-                del self._taken[table][key][name]
+        self._committed(batch)
         for write in batch:
-            if write.table in _KEY_COLUMN and write.value is _DELETE:
-                self._known[write.table].pop(write.key, None)
-                self._taken[write.table].pop(write.key, None)
-            elif write.table in _KEY_COLUMN:
-                self._known[write.table][write.key] = (write.params[2], write.params[1])
             if not write.done.done():
                 write.done.set_result(None)
 
-    def _hand_over_to_saves(self, batch: list[_Write]) -> list[tuple[str, Any, Any, _Taken]]:
-        """Put another program's changes that a refresh merged into PTB's live data into the rows
-        about to be written too: PTB may have copied the data for this save before that refresh.
-        Returns the changes both sides have once this save is committed."""
-        done = []
+    async def _other_writers(self, db: aiosqlite.Connection, batch: list[Write]) -> None:
+        """Inside the save's transaction: warn about each row being written that another program
+        changed since this instance read or wrote it (it is overwritten).
+        ``SharedSQLitePersistence`` merges instead."""
+        for table, changed in await self._changed_rows(db, batch, with_data=False):
+            for key, _ in changed:
+                self._warn_overwrite(table, key)
+
+    def _warn_overwrite(self, table: str, key: Any) -> None:
+        warnings.warn(
+            f"{describe_row(table, key)} in {self.filepath} was changed by another program since "
+            f"this {type(self).__name__} read or wrote it; this save overwrites that change. If "
+            "other programs write the file while the bot runs, use SharedSQLitePersistence "
+            "(persistence/shared.py), which merges their changes.", RuntimeWarning, stacklevel=1)
+
+    async def _changed_rows(
+        self, db: aiosqlite.Connection, batch: list[Write], with_data: bool
+    ) -> list[tuple[str, list[tuple[Any, Any]]]]:
+        """Per table, the rows about to be written (not deleted) whose version differs from the
+        one this instance knows, as ``(key, data)`` (``data`` is ``None`` for a deleted row, or
+        when not ``with_data``)."""
+        result = []
+        for table in KEY_COLUMN:
+            mine = {str(w.key): self._known_version(table, w.key)
+                    for w in batch if w.table == table and w.value is not DELETE}
+            if not mine:
+                continue
+            column = KEY_COLUMN[table]
+            changed = await db.execute_fetchall(
+                f"SELECT CAST(mine.key AS INTEGER), {'t.data' if with_data else 'NULL'}"
+                f" FROM json_each(?) AS mine LEFT JOIN {table} AS t"
+                f" ON t.{column} = CAST(mine.key AS INTEGER) WHERE t.version IS NOT mine.value",
+                (json.dumps(mine),))
+            if changed:
+                result.append((table, [(key, data) for key, data in changed]))
+        return result
+
+    def _known_version(self, table: str, key: Any) -> int | None:
+        return self._versions[table].get(key)
+
+    def _committed(self, batch: list[Write]) -> None:
+        """After a save's COMMIT: the written rows' versions are the ones this instance knows."""
         for write in batch:
-            taken = self._taken.get(write.table, {}).get(write.key)
-            if not taken or not isinstance(write.value, dict):
+            if write.table not in KEY_COLUMN:
                 continue
-            value = dict(write.value)
-            for name, change in taken.items():
-                if change.live is None:  # only a saved row has it: give it unless the bot changed the key
-                    change.apply_to(value)
-                    continue
-                done.append((write.table, write.key, name, change))
-                if _same(change.live.get(name, _DELETE), change.value):  # the bot kept it since the refresh
-                    _put(value, name, change.value)  # (this copy may be older than that refresh)
-            if not _same(value, write.value):  # rare: encode again, here
-                write.value = value
-                write.params = (write.key, self._encode(value, write.what), write.params[2])
-        return done
-
-    async def _merge_other_writers(
-        self, db: aiosqlite.Connection, table: str, batch: list[_Write], known: dict[Any, Any]
-    ) -> None:
-        """Inside the save's transaction: for each row another program changed since this instance
-        last read or wrote it (``known``: (table, key) -> that row, as of the transaction's start),
-        keep that program's changes in what is written (see :func:`_merge`), and remember to hand
-        them to PTB's live data at the next refresh."""
-        writes = {w.key: w for w in batch if w.table == table and w.value is not _DELETE}
-        if not writes:
-            return
-        known = {key: known[table, key] for key in writes}
-        mine = json.dumps({str(key): known[key][0] if known[key] else None for key in writes})
-        column = _KEY_COLUMN[table]
-        changed = await db.execute_fetchall(  # a row deleted since comes back as NULL
-            f"SELECT CAST(mine.key AS INTEGER), t.data FROM json_each(?) AS mine LEFT JOIN {table}"
-            f" AS t ON t.{column} = CAST(mine.key AS INTEGER) WHERE t.version IS NOT mine.value", (mine,))
-        for key, data in changed:
-            write = writes[key]
-            try:
-                theirs = {} if data is None else self._decode(data, write.what)  # as refresh does
-            except DatabaseFileError as exc:  # fails alone: the round's other writes go on
-                write.done.set_exception(exc)
-                batch.remove(write)
-                continue
-            base = self._decode(known[key][1], write.what) if known[key] else {}
-            if not (isinstance(write.value, dict) and isinstance(theirs, dict)):
-                continue
-            taken = _merge(write.value, theirs, base)
-            if taken:
-                pending = self._taken[table].setdefault(key, {})
-                for name, value in taken.items():
-                    _take(pending, name, value, write.value, live=None)
-                write.params = (key, self._encode(write.value, write.what), write.params[2])
-
-    async def _write(self, table: str, key: Any, value: Any, what: str | None = None) -> None:
-        """Queue one row's write (``_DELETE``: its deletion); ``what`` names it in errors."""
-        await self._submit(_Write(table, key, value, what or _WHAT[table].format(key)))
+            if write.value is DELETE:
+                self._versions[write.table].pop(write.key, None)
+            else:
+                self._versions[write.table][write.key] = write.params[2]
 
     # ---- reading ------------------------------------------------------------------------------------
     async def _load_table(self, table: str) -> dict[int, Any]:
-        column = _KEY_COLUMN[table]
-        rows = await self._read_at_start(f"SELECT {column}, data, version FROM {table}")
-        loaded = {}
-        known = self._known[table]
+        rows = await self._read_at_start(f"SELECT {KEY_COLUMN[table]}, data, version FROM {table}")
         first = table not in self._loaded  # Application.initialize(): this becomes live data
         self._loaded.add(table)
+        loaded = {}
         for key, data, version in rows:
-            loaded[key] = self._decode(data, _WHAT[table].format(key))
-            if first:  # a later call (a /stats command...) must not hide changes from refresh
-                known[key] = (version, data)
+            loaded[key] = self.decode(data, describe_row(table, key))
+            if first:  # a later call (a /stats command...) says nothing about the live data
+                self._remember(table, key, version, data)
         return loaded
 
-    async def _refresh(self, table: str, key: int, live: dict) -> None:
-        """Bring ``live`` (the dict a handler is about to use) up to date with the file, in place.
-
-        If another program changed the row since this instance last read or wrote it, ``live``
-        takes the top-level keys that program changed and the bot did not (see :func:`_merge`):
-        all of them when the bot has no unsaved change, and never one the bot changed."""
-        for change in self._taken[table].get(key, {}).values():  # merged into a save already
-            if change.live is None:
-                change.apply_to(live)
-                change.live = live
-        known = self._known[table]
-        before = known.get(key)
-        rows = await self._select(
-            f"SELECT version, CASE WHEN version IS ? THEN NULL ELSE data END FROM {table}"
-            f" WHERE {_KEY_COLUMN[table]} = ?", (before[0] if before else None, key))
-        if known.get(key) is not before:
-            return  # a save wrote this row meanwhile: what was read is not news
-        if (rows and rows[0][1] is None) or (not rows and before is None):
-            return  # unchanged, or nothing stored and nothing known
-        what = _WHAT[table].format(key)
-        theirs = self._decode(rows[0][1], what) if rows else {}  # no row: another program deleted it
-        if isinstance(theirs, dict):
-            base = self._decode(before[1], what) if before else {}
-            pending = self._taken[table].setdefault(key, {})
-            for name, value in _merge(live, theirs, base).items():
-                _take(pending, name, value, live, live=live)
-        if rows:
-            known[key] = (rows[0][0], rows[0][1])
-        else:
-            del known[key]
+    def _remember(self, table: str, key: Any, version: int, data: Any) -> None:
+        """A row PTB's live data was loaded from."""
+        self._versions[table][key] = version
 
     # ---- the 16 methods PTB calls --------------------------------------------------------------------
     async def get_user_data(self) -> dict[int, Any]:
@@ -670,7 +652,7 @@ class SQLitePersistence(BasePersistence):
         """All chats' data, loaded once by ``Application.initialize()``."""
         return await self._load_table("chat_data")
 
-    async def get_bot_data(self) -> dict[Any, Any]:
+    async def get_bot_data(self) -> Any:
         """The bot's data (``{}`` if none is stored)."""
         return (await self._load_table("bot_data")).get(0, {})
 
@@ -690,18 +672,18 @@ class SQLitePersistence(BasePersistence):
             except ValueError as exc:
                 raise DatabaseFileError(f"{what} in {self.filepath} cannot be read back ({exc}). "
                                         "Fix or delete that row (sqlite3), or restore a backup.") from exc
-            conversations[parts] = self._decode(state, what)
+            conversations[parts] = self.decode(state, what)
         return conversations
 
-    async def update_user_data(self, user_id: int, data: dict[Any, Any]) -> None:
+    async def update_user_data(self, user_id: int, data: Any) -> None:
         """Store one user's data (PTB calls this for each changed user at every save)."""
         await self._write("user_data", user_id, data)
 
-    async def update_chat_data(self, chat_id: int, data: dict[Any, Any]) -> None:
+    async def update_chat_data(self, chat_id: int, data: Any) -> None:
         """Store one chat's data (PTB calls this for each changed chat at every save)."""
         await self._write("chat_data", chat_id, data)
 
-    async def update_bot_data(self, data: dict[Any, Any]) -> None:
+    async def update_bot_data(self, data: Any) -> None:
         """Store the bot's data (PTB calls this at every save)."""
         await self._write("bot_data", 0, data)
 
@@ -717,28 +699,25 @@ class SQLitePersistence(BasePersistence):
             raise DataNotStorableError(f"conversation {name!r}: key {key!r} has a part that is "
                                        "neither int nor str")
         stored_key = (name, json.dumps(list(key), ensure_ascii=False))
-        await self._write("conversations", stored_key, _DELETE if new_state is None else new_state,
+        await self._write("conversations", stored_key, DELETE if new_state is None else new_state,
                           f"the state of conversation {name!r} for key {key!r}")
 
     async def drop_user_data(self, user_id: int) -> None:
         """Delete a user's row (after ``Application.drop_user_data``)."""
-        await self._write("user_data", user_id, _DELETE)
+        await self._write("user_data", user_id, DELETE)
 
     async def drop_chat_data(self, chat_id: int) -> None:
         """Delete a chat's row (after ``Application.drop_chat_data`` or a migration)."""
-        await self._write("chat_data", chat_id, _DELETE)
+        await self._write("chat_data", chat_id, DELETE)
 
-    async def refresh_user_data(self, user_id: int, user_data: dict[Any, Any]) -> None:
-        """Before a handler: pick up another program's change to this user, if any (see module doc)."""
-        await self._refresh("user_data", user_id, user_data)
+    async def refresh_user_data(self, user_id: int, user_data: Any) -> None:
+        """Does nothing: the bot's memory is the truth (``SharedSQLitePersistence`` merges)."""
 
-    async def refresh_chat_data(self, chat_id: int, chat_data: dict[Any, Any]) -> None:
-        """Before a handler: pick up another program's change to this chat, if any (see module doc)."""
-        await self._refresh("chat_data", chat_id, chat_data)
+    async def refresh_chat_data(self, chat_id: int, chat_data: Any) -> None:
+        """Does nothing: the bot's memory is the truth (``SharedSQLitePersistence`` merges)."""
 
-    async def refresh_bot_data(self, bot_data: dict[Any, Any]) -> None:
-        """Before a handler: pick up another program's change to bot data, if any (see module doc)."""
-        await self._refresh("bot_data", 0, bot_data)
+    async def refresh_bot_data(self, bot_data: Any) -> None:
+        """Does nothing: the bot's memory is the truth (``SharedSQLitePersistence`` merges)."""
 
     async def flush(self) -> None:
         """Finish queued writes, then close the file (PTB's last call, in ``shutdown()``).
@@ -764,79 +743,20 @@ def _statement(table: str, delete: bool) -> str:
             return "DELETE FROM conversations WHERE name = ? AND key = ?"
         return ("INSERT INTO conversations (name, key, state) VALUES (?, ?, ?)"
                 " ON CONFLICT (name, key) DO UPDATE SET state = excluded.state")
-    column = _KEY_COLUMN[table]
+    column = KEY_COLUMN[table]
     if delete:
         return f"DELETE FROM {table} WHERE {column} = ?"
     return (f"INSERT INTO {table} ({column}, data, version) VALUES (?, ?, ?)"
             f" ON CONFLICT ({column}) DO UPDATE SET data = excluded.data, version = excluded.version")
 
 
-def _runs(batch: list[_Write]) -> list[tuple[str, list[tuple]]]:
+def _runs(batch: list[Write]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """The batch as (SQL, rows) runs: consecutive writes of one statement share an executemany."""
-    runs: list[tuple[str, list[tuple]]] = []
+    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
     for write in batch:
-        sql = _statement(write.table, write.value is _DELETE)
+        sql = _statement(write.table, write.value is DELETE)
         if runs and runs[-1][0] == sql:
             runs[-1][1].append(write.params)
         else:
             runs.append((sql, [write.params]))
     return runs
-
-
-def _same(a: Any, b: Any) -> bool:
-    """``a == b`` with the same types all the way down: a change from 1 to 1.0 or True is one."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is dict:
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if type(a) in (list, tuple):
-        return len(a) == len(b) and all(map(_same, a, b))
-    return a == b
-
-
-def _merge(ours: dict, theirs: dict, base: dict) -> dict:
-    """Three-way merge of one row, top-level key by top-level key.
-
-    ``base`` is the row as this instance last read or wrote it, ``theirs`` what another program
-    has written since, ``ours`` this instance's version (PTB's live data, or a copy being saved).
-    Returns the keys to take from theirs, with their values (``_DELETE`` for a removed key): those
-    only they changed. Every other key keeps ours - when both sides changed a key, ours wins."""
-    taken = {}
-    for key in theirs.keys() | base.keys():
-        before = base.get(key, _DELETE)
-        now = theirs.get(key, _DELETE)
-        if not _same(now, before) and _same(ours.get(key, _DELETE), before):
-            taken[key] = now
-    return taken
-
-
-@dataclass
-class _Taken:
-    """A top-level key taken from another program: its new value, the bot's value it replaces,
-    and whether PTB's live data has it yet (if not, only a saved row does)."""
-
-    name: Any
-    value: Any
-    replaces: tuple  # what the bot had, then what earlier changes of this key (not yet in live) had
-    live: dict | None  # PTB's live dict once it has the change (None: only a saved row has it)
-
-    def apply_to(self, data: dict) -> None:
-        """Give ``data`` the other program's value, unless the bot has changed the key since."""
-        if any(_same(data.get(self.name, _DELETE), old) for old in self.replaces):
-            _put(data, self.name, self.value)
-
-
-def _take(pending: dict, name: Any, value: Any, data: dict, live: dict | None) -> None:
-    """Give ``data`` another program's ``value`` for ``name`` and remember it in ``pending``.
-    Live data may still hold what an earlier pending change of ``name`` replaced."""
-    previous = pending.get(name)
-    replaces = (data.get(name, _DELETE), *(previous.replaces if previous else ()))
-    pending[name] = _Taken(name, value, replaces, live)
-    _put(data, name, value)
-
-
-def _put(data: dict, name: Any, value: Any) -> None:
-    if value is _DELETE:
-        data.pop(name, None)
-    else:
-        data[name] = value

@@ -3,7 +3,7 @@
     python tests/admin_writer.py DATA_FILE --users 100001,100002,... --rounds 30
 
 In round i it does what a real admin script would: opens the file with a new
-``SQLitePersistence``, reads every user's data with ``get_user_data()``, adds the key
+``SharedSQLitePersistence``, reads every user's data with ``get_user_data()``, adds the key
 ``admin_note_<i>`` (value i) to every third user of the list (those at positions p with
 p % 3 == i % 3), writes them back with ``update_user_data`` (all in one save round, as PTB would)
 and ``flush()``es. It prints ``wrote i`` after each round and exits 0; any error ends it with a
@@ -17,7 +17,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from persistence import SQLitePersistence
+from persistence import SharedSQLitePersistence
 
 
 def noted_users(users: list[int], round_number: int) -> list[int]:
@@ -27,7 +27,7 @@ def noted_users(users: list[int], round_number: int) -> list[int]:
 
 async def admin(path: Path, users: list[int], rounds: int) -> None:
     for number in range(rounds):
-        persistence = SQLitePersistence(path)
+        persistence = SharedSQLitePersistence(path)
         try:
             stored = await persistence.get_user_data()
             writes = []

@@ -45,11 +45,12 @@ from bots.offline import (
     migration_updates,
     supergroup_chat,
 )
-from persistence import SQLitePersistence
+from persistence import SharedSQLitePersistence, SQLitePersistence
 
 BUILTIN = {
     "pickle": PicklePersistence,
     "sqlite": SQLitePersistence,
+    "shared": SharedSQLitePersistence,
 }
 
 

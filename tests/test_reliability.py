@@ -5,9 +5,10 @@
    had completed, and never half of one.
 2. **Load** - ``concurrent_updates=True``, 20,000 updates from 500 users in 50 chats, saved every
    50 ms while they are processed: after a restart every counter is exact.
-3. **Two writers** - the bot and another process (an admin script) write the same file at the same
-   time: nobody sees ``database is locked`` and no write of either side is lost. Two more tests
-   force, in a fixed order, the two interleavings in which that stress test once lost writes.
+3. **Two writers** - the bot and another process (an admin script), both on
+   ``SharedSQLitePersistence``, write the same file at the same time: nobody sees ``database is
+   locked`` and no write of either side is lost. Two more tests force, in a fixed order, the two
+   interleavings in which that stress test once lost writes.
 
 Only the HTTP layer is replaced (``bots.offline.OfflineBotAPI``); the Application, its update queue,
 its periodic save task and the persistence are real. ``CRASH_KILLS`` (at least 10) and
@@ -34,7 +35,7 @@ from crash_writer import inspect, run_until_killed
 from telegram.ext import Application, ContextTypes, MessageHandler, PersistenceInput, filters
 
 from bots.offline import ALICE, Chat, OfflineBotAPI, User, application_builder, message_update
-from persistence import SQLitePersistence
+from persistence import SharedSQLitePersistence, SQLitePersistence
 
 SEED = int(os.environ.get("RELIABILITY_SEED") or random.SystemRandom().randrange(2**32))
 KILLS = max(10, int(os.environ.get("CRASH_KILLS") or 10))
@@ -110,10 +111,21 @@ class CountingSaves(SQLitePersistence):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.saved_totals: list[int] = []
+        self._saved = asyncio.Event()
 
     async def update_bot_data(self, data: dict) -> None:
         self.saved_totals.append(data.get("messages", 0))
+        self._saved.set()
         await super().update_bot_data(data)
+
+    async def next_save_with_data(self) -> None:
+        """Wait (an event, with a timeout) for PTB's periodic task to start a save round that
+        holds at least one message more than the previous round."""
+        before = self.saved_totals[-1] if self.saved_totals else 0
+        async with asyncio.timeout(60):
+            while not self.saved_totals or self.saved_totals[-1] <= before:
+                self._saved.clear()
+                await self._saved.wait()
 
 
 def counting_bot(persistence: SQLitePersistence, api: OfflineBotAPI, errors: list, *,
@@ -199,15 +211,19 @@ async def test_20000_concurrent_updates_with_saves_every_50ms_leave_every_counte
     await app.initialize()
     await app.start()
     try:
-        for update in updates:
-            await app.update_queue.put(update)
+        chunk = LOAD_UPDATES // 5
+        for start in range(0, LOAD_UPDATES, chunk):
+            for update in updates[start:start + chunk]:
+                await app.update_queue.put(update)
+            if start + chunk < LOAD_UPDATES:  # a save round with updates in flight, before the rest
+                await persistence.next_save_with_data()
         await app.update_queue.join()
     finally:
         await app.stop()
         await app.shutdown()
     assert errors == [], replay()
     during_the_run = [total for total in persistence.saved_totals if 0 < total < LOAD_UPDATES]
-    assert len(during_the_run) >= 2, f"saves while updates were processed: {persistence.saved_totals}"
+    assert len(during_the_run) >= 4, f"saves while updates were processed: {persistence.saved_totals}"
 
     user_data, chat_data, bot_data = await stored_after_restart(path)
     expected_users = {user: {"messages": n} for user, n in Counter(user.id for user, _ in senders).items()}
@@ -245,7 +261,7 @@ async def test_the_bot_and_an_admin_process_write_the_same_users_at_once_and_los
     rng = random.Random(SEED)
     path = tmp_path / "bot.sqlite3"
     api, errors, seen = OfflineBotAPI(), [], Counter()
-    app = counting_bot(SQLitePersistence(path, update_interval=0.05), api, errors,
+    app = counting_bot(SharedSQLitePersistence(path, update_interval=0.05), api, errors,
                        concurrent=concurrent, seen=seen)
     users, chats = people(SHARED_USERS, 30_000), groups(SHARED_CHATS, 40_000)
     sent: Counter[int] = Counter()
@@ -297,7 +313,8 @@ def user_counter(path: Path) -> tuple[Application, OfflineBotAPI]:
 
     api = OfflineBotAPI()
     only_users = PersistenceInput(bot_data=False, chat_data=False, callback_data=False)
-    app = application_builder(request=api, persistence=SQLitePersistence(path, store_data=only_users)).build()
+    persistence = SharedSQLitePersistence(path, store_data=only_users)
+    app = application_builder(request=api, persistence=persistence).build()
     app.add_handler(MessageHandler(filters.TEXT, count))
     return app, api
 
