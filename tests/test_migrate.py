@@ -178,22 +178,30 @@ def value_differs_all(a: BotData, b: BotData) -> str | None:
     return differs(a, b)
 
 
-async def test_a_failing_write_with_replace_leaves_the_old_data_whole(tmp_path):
-    """The write is one transaction: when the database refuses one row (here a trigger, as a full
-    disk would), no other row of the migration is written and no old row is removed."""
+async def test_replace_refused_for_a_bad_value_leaves_the_old_data_whole(tmp_path):
     target = tmp_path / "bot.sqlite3"
-    old = BotData(user_data={5: {"old": True}}, chat_data={-9: {"x": 1}},
-                  conversations={"signup": {(5, 5): 2}})
-    await write_sqlite(target, old)
-    with sqlite3.connect(target) as db:
-        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON chat_data WHEN NEW.chat_id = 1001"
-                   " BEGIN SELECT RAISE(ABORT, 'no room for chat 1001'); END")
-    db.close()
-    source = tmp_path / "export.json"
-    source.write_text(json.dumps(export_json(plain_data())))
-    with pytest.raises(MigrationError, match="no room for chat 1001"):
-        await run(source, target, replace=True)
-    assert value_differs_all(old, await read_all(target)) is None
+    await write_sqlite(target, BotData(user_data={5: {"old": True}}, conversations={"signup": {(5, 5): 2}}))
+    before = file_state(target)
+    with pytest.raises(MigrationError, match="cannot hold 2 values"):
+        await run(DATA / "ptb22.pickle", target, replace=True)
+    assert file_state(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bot.sqlite3"]  # no scratch file left
+
+
+async def test_a_target_another_program_has_open_is_refused_untouched(tmp_path):
+    """Replacing the file under a running bot would cut it off from its data: stop it first."""
+    target = tmp_path / "bot.sqlite3"
+    await write_sqlite(target, BotData(user_data={5: {"old": True}}))
+    before = file_state(target)
+    bot = sqlite3.connect(target)  # the "bot": holds the file open, with its WAL
+    try:
+        bot.execute("SELECT count(*) FROM user_data").fetchall()
+        with pytest.raises(MigrationError, match=r"open in another program .*Stop the bot"):
+            await run(DATA / "ptb22.pickle", target, serializer="pickle", replace=True)
+        assert bot.execute("SELECT count(*) FROM user_data").fetchone() == (1,)
+    finally:
+        bot.close()
+    assert file_state(target) == before
 
 
 async def test_a_value_only_the_encoder_refuses_is_caught_before_writing(tmp_path):
