@@ -299,3 +299,11 @@ def test_cli_errors_are_one_clear_message(tmp_path, args, message):
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and message in done.stderr and "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bot.pickle"]
+
+
+# ---- the benchmark, smoke-tested (its timings are never asserted) ----------------------------------
+async def test_the_migration_benchmark_runs():
+    from benchmarks import bench_migrate
+
+    text = await bench_migrate.main_async(chats=50, rounds=1, write=False)
+    assert "| `python -m persistence.migrate big.pickle new.sqlite3`" in text and "floor" in text
