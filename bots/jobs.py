@@ -119,7 +119,8 @@ def reminder_text(reminder: Reminder, late: float | None = None) -> str:
     was down (``None``: on time)."""
     text = f"⏰ {reminder['text']}"
     if late is not None:
-        text += f" (sent {format_duration(late)} late: it came due while the bot was offline)"
+        by = f" {format_duration(late)}" if late >= 1 else ""
+        text += f" (sent{by} late: it came due while the bot was offline)"
     if reminder["skipped"]:
         runs = "run" if reminder["skipped"] == 1 else "runs"
         text += f" ({reminder['skipped']} {runs} skipped while the bot was offline)"
