@@ -46,8 +46,9 @@ from telegram.ext import (
 from telegram.request import BaseRequest
 
 from bots import jobs
-from bots.offline import OFFLINE_TOKEN, OfflineChat, Stage, log_error, run_stage
-from persistence.sqlite import SQLitePersistence
+from bots.logs import log_error
+from bots.offline import OFFLINE_TOKEN, OfflineChat, Stage, run_stage
+from persistence.sqlite import DatabaseFileError, SQLitePersistence
 
 FORM_TIMEOUT = 60.0
 """Seconds the ``/new`` form waits for an answer before it ends (its ``conversation_timeout``)."""
@@ -273,7 +274,7 @@ def build_application(
                          "PersistenceInput(chat_data=True)")
     builder = ApplicationBuilder().token(token or OFFLINE_TOKEN).persistence(persistence)
     if request is not None:
-        builder.request(request).get_updates_request(request).updater(None)
+        builder.request(request).get_updates_request(request)
     app = builder.post_init(jobs.restore_jobs).build()
     app.add_handler(build_form(form_timeout, persistent=persistence is not None))
     app.add_handler(CommandHandler(["start", "help"], start))
@@ -313,6 +314,7 @@ STAGE = Stage(
     default_file="stage7.sqlite3",
     file_env="STAGE7_FILE",
     demo=demo,
+    file_errors=(DatabaseFileError,),
     description="Stage 7: reminders and a form with a timeout that survive restarts.",
 )
 

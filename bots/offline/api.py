@@ -13,6 +13,7 @@ their own.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -112,6 +113,8 @@ class OfflineBotAPI(BaseRequest):
 
     def __init__(self) -> None:
         self.calls: list[ApiCall] = []
+        self.new_call = asyncio.Event()
+        """Set at every call (clear it before waiting for the next one)."""
         self._ids = itertools.count(1)
         # what the bot has sent, by (chat_id, message_id), so that edits return the full message
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
@@ -141,6 +144,7 @@ class OfflineBotAPI(BaseRequest):
         api_method = url.rsplit("/", 1)[-1]
         params = dict(request_data.parameters) if request_data else {}
         self.calls.append(ApiCall(api_method, params))
+        self.new_call.set()
         answer = getattr(self, f"_answer_{api_method}", None)
         if answer is None:
             body = {

@@ -2,13 +2,15 @@
 
 Tests, notebooks, ``--demo`` and the terminal chat all talk to bots through :class:`OfflineChat`:
 ``send()`` a message and get the bot's replies, ``click()`` a button of the last inline keyboard,
-``save()``, ``restart()``. It builds the stage's Application with the offline Bot API injected
+``save()``, ``restart()``, and ``wait_for_messages()`` the bot sends on its own (a reminder
+firing). It builds the stage's Application with the offline Bot API injected
 (``build_application(persistence=..., request=OfflineBotAPI())``) and knows nothing about any
 particular persistence.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +53,9 @@ class OfflineChat:
         self.persistence: BasePersistence | None = None
         self.last_keyboard: dict[str, Any] | None = None
         self.last_keyboard_is_new = False
+        self._read = 0  # calls before this index have been looked at
+        self._unprompted: list[str] = []  # messages the bot sent on its own, not yet taken
+        self._turn = asyncio.Lock()  # while an update is processed, what the bot sends is a reply
 
     # life cycle --------------------------------------------------------------------------------
     async def __aenter__(self) -> OfflineChat:
@@ -62,22 +67,30 @@ class OfflineChat:
         await self.shutdown()
 
     async def start(self) -> None:
-        """Build a fresh Application over a fresh persistence, ``initialize()`` and ``start()`` it:
-        start-up loads everything from storage, and the periodic save task begins."""
+        """Build a fresh Application over a fresh persistence, ``initialize()`` it, run its
+        ``post_init`` and ``start()`` it, in the order ``run_polling`` does: start-up loads
+        everything from storage, and the periodic save task begins."""
         self.persistence = self._make_persistence() if self._make_persistence else None
         self.app = self._build(persistence=self.persistence, request=self.api)
         await self.app.initialize()
+        if self.app.post_init:
+            await self.app.post_init(self.app)
         await self.app.start()
 
     async def shutdown(self) -> None:
         """What a bot does on a clean exit: ``stop()`` (saves nothing), then ``shutdown()``
-        (a last ``update_persistence()``, then ``flush()``)."""
+        (a last ``update_persistence()``, then ``flush()``); ``post_stop`` and ``post_shutdown``
+        run where ``run_polling`` runs them."""
         if self.app is None:
             return
         app, self.app = self.app, None
         if app.running:
             await app.stop()
+            if app.post_stop:
+                await app.post_stop(app)
         await app.shutdown()
+        if app.post_shutdown:
+            await app.post_shutdown(app)
 
     def discard(self) -> None:
         """Forget an Application whose start failed half-way. Nothing is saved or flushed:
@@ -112,20 +125,53 @@ class OfflineChat:
     async def feed(self, update: Update) -> list[str]:
         """Process one update as polling would, and return the texts the bot sent or edited."""
         app = self._running()
-        first_call = len(self.api.calls)
-        keyboard_before = self.last_keyboard
-        await app.process_update(update)
-        replies = []
-        for call in self.api.calls[first_call:]:
-            if call.method in ("sendMessage", "editMessageText"):
-                replies.append(call.params["text"])
-            if call.method in ("sendMessage", "editMessageText", "editMessageReplyMarkup"):
-                self._note_keyboard(call)
-        self.last_keyboard_is_new = self.last_keyboard is not keyboard_before
+        async with self._turn:
+            self._collect_unprompted()  # sent before this update: not its replies
+            keyboard_before = self.last_keyboard
+            await app.process_update(update)
+            replies = []
+            for call in self._unread_calls():
+                if call.method in ("sendMessage", "editMessageText"):
+                    replies.append(call.params["text"])
+                if call.method in ("sendMessage", "editMessageText", "editMessageReplyMarkup"):
+                    self._note_keyboard(call)
+            self.last_keyboard_is_new = self.last_keyboard is not keyboard_before
         if self.echo:
             for reply in replies:
                 print(indent("bot> ", reply))
         return replies
+
+    # messages the bot sends on its own ------------------------------------------------------------
+    def unprompted_messages(self) -> list[str]:
+        """Take the texts the bot sent on its own (a job, ``post_init``), oldest first."""
+        self._collect_unprompted()
+        messages, self._unprompted = self._unprompted, []
+        return messages
+
+    async def wait_for_messages(self, count: int = 1, within: float | None = 10.0) -> list[str]:
+        """Wait until the bot has sent ``count`` messages on its own - a reminder firing - and
+        return them (all that arrived, oldest first); ``TimeoutError`` if they have not arrived
+        ``within`` seconds (``None``: wait for ever)."""
+        messages: list[str] = []
+        async with asyncio.timeout(within):
+            while True:
+                async with self._turn:
+                    self.api.new_call.clear()
+                    messages += self.unprompted_messages()
+                if len(messages) >= count:
+                    return messages
+                await self.api.new_call.wait()
+
+    def _unread_calls(self) -> list[ApiCall]:
+        calls, self._read = self.api.calls[self._read:], len(self.api.calls)
+        return calls
+
+    def _collect_unprompted(self) -> None:
+        new = [call.params["text"] for call in self._unread_calls() if call.method == "sendMessage"]
+        self._unprompted += new
+        if self.echo:
+            for message in new:
+                print(indent("bot> ", message))
 
     async def send(
         self, text: str, user: User | None = None, chat: Chat | None = None,

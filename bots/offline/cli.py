@@ -144,32 +144,51 @@ async def _terminal_chat(stage: Stage, path: Path) -> int:
     chat = OfflineChat(stage.build_application, lambda: stage.make_persistence(path))
     await _start_over(chat, stage, path)
     async with chat:
-        while True:
-            if interactive:
-                print("you> ", end="", flush=True)
-            line = await asyncio.to_thread(sys.stdin.readline)
-            if not line or line.strip() == "/quit":
-                break
-            text = line.rstrip("\n")
-            if not text.strip():
-                continue
-            if text.strip() == "/restart":
-                await chat.restart()
-                print("(the bot restarted)")
-                continue
-            if text.startswith("/click "):
-                try:
-                    replies = await chat.click(text[len("/click "):].strip())
-                except LookupError as exc:
-                    print(f"(cannot click: {exc})")
-                    continue
-            else:
-                replies = await chat.send(text)
-            for reply in replies:
-                print(indent("bot> ", reply))
-            if replies and chat.last_keyboard_is_new:
-                print("     buttons: " + "  ".join(f"[{label}]" for label in chat.button_labels())
-                      + "   (/click LABEL)")
+        printer = asyncio.create_task(_print_unprompted(chat))
+        try:
+            await _chat_loop(chat, interactive)
+        finally:
+            printer.cancel()
+            _print_replies(chat.unprompted_messages())
     if interactive:
         print(f"(saved to {path})", file=sys.stderr)
     return 0
+
+
+async def _chat_loop(chat: OfflineChat, interactive: bool) -> None:
+    while True:
+        if interactive:
+            print("you> ", end="", flush=True)
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line or line.strip() == "/quit":
+            break
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        if text.strip() == "/restart":
+            await chat.restart()
+            print("(the bot restarted)")
+            continue
+        if text.startswith("/click "):
+            try:
+                replies = await chat.click(text[len("/click "):].strip())
+            except LookupError as exc:
+                print(f"(cannot click: {exc})")
+                continue
+        else:
+            replies = await chat.send(text)
+        _print_replies(replies)
+        if replies and chat.last_keyboard_is_new:
+            print("     buttons: " + "  ".join(f"[{label}]" for label in chat.button_labels())
+                  + "   (/click LABEL)")
+
+
+async def _print_unprompted(chat: OfflineChat) -> None:
+    """Show what the bot sends on its own (a reminder firing) the way replies are shown."""
+    while True:
+        _print_replies(await chat.wait_for_messages(1, within=None))
+
+
+def _print_replies(replies: list[str]) -> None:
+    for reply in replies:
+        print(indent("bot> ", reply), flush=True)
