@@ -121,22 +121,23 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def remind(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """``/remind <duration> <text>``: a one-off reminder."""
-    try:
-        seconds, text = parse_reminder(context.args, REMIND_USAGE)
-    except ValueError as exc:
-        await update.effective_message.reply_text(str(exc))
-        return
-    await set_reminder(update, context, seconds, text, every=False)
+    await reminder_command(update, context, REMIND_USAGE, repeat=False)
 
 
 async def every(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """``/every <duration> <text>``: a repeating reminder; the first run is one period away."""
+    await reminder_command(update, context, EVERY_USAGE, repeat=True)
+
+
+async def reminder_command(update: Update, context: ContextTypes.DEFAULT_TYPE, usage: str,
+                           repeat: bool) -> None:
+    """Read the command's arguments; answer bad ones with the right form, else set the reminder."""
     try:
-        seconds, text = parse_reminder(context.args, EVERY_USAGE)
+        seconds, text = parse_reminder(context.args, usage)
     except ValueError as exc:
         await update.effective_message.reply_text(str(exc))
         return
-    await set_reminder(update, context, seconds, text, every=True)
+    await set_reminder(update, context, seconds, text, every=repeat)
 
 
 async def list_reminders(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
