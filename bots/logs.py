@@ -27,9 +27,39 @@ async def log_error(update: object, context: CallbackContext) -> None:
     logger.error("%s: %s", where, context.error, exc_info=context.error)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log like PTB's examples, but keep httpx below INFO: it logs request URLs, which contain
-    the bot token."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+class SecretHidingFormatter(logging.Formatter):
+    """A formatter that writes ``hidden`` in place of each secret, in messages and tracebacks alike.
+
+    PTB puts the bot token in request URLs (logged by httpx) and in the message of
+    ``InvalidToken`` ("The token `...` was rejected by the server"); this keeps it out of every line
+    at every level, whatever logged it."""
+
+    def __init__(self, fmt: str, secrets: list[str], hidden: str = "<BOT_TOKEN>") -> None:
+        super().__init__(fmt)
+        self.secrets = [secret for secret in secrets if secret]
+        self.hidden = hidden
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.hide(super().format(record))
+
+    def hide(self, text: str) -> str:
+        """``text`` with every secret replaced."""
+        for secret in self.secrets:
+            text = text.replace(secret, self.hidden)
+        return text
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: int = logging.INFO, token: str | None = None) -> None:
+    """Log like PTB's examples, with ``token`` hidden from every line.
+
+    Below DEBUG, httpx and httpcore stay at WARNING: at INFO they log every request URL, one line
+    per request (and the URL holds the token, hidden here but noise all the same)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(SecretHidingFormatter(LOG_FORMAT, [token] if token else []))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    quiet = logging.DEBUG if level <= logging.DEBUG else logging.WARNING
+    logging.getLogger("httpx").setLevel(quiet)
+    logging.getLogger("httpcore").setLevel(quiet)

@@ -36,6 +36,7 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
+from bots.commands import UNKNOWN_COMMAND
 from bots.logs import log_error
 from bots.offline import OFFLINE_TOKEN, OfflineChat, Stage, run_stage
 
@@ -62,10 +63,11 @@ async def save_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 
 
 def format_messages(messages: list[dict]) -> str:
-    """One ``time: text`` line per stored message."""
+    """One ``time: text`` line per stored message; times in UTC, and the line says so (the bot
+    cannot know the user's time zone)."""
     lines = []
     for entry in messages:
-        when = datetime.fromtimestamp(entry["message_ts"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(entry["message_ts"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         lines.append(f"{when}: {entry['message'] if entry['message'] is not None else '(no text)'}")
     return "\n".join(lines)
 
@@ -102,6 +104,7 @@ def build_application(
         builder.request(request).get_updates_request(request)
     app = builder.build()
     add_logger_handlers(app)
+    app.add_handler(UNKNOWN_COMMAND)  # last: answers the commands the handlers above leave
     app.add_error_handler(log_error)
     return app
 

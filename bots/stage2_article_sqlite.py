@@ -41,6 +41,7 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
+from bots.commands import UNKNOWN_COMMAND
 from bots.logs import log_error
 from bots.offline import BOB, OFFLINE_TOKEN, OfflineChat, Stage, User, run_stage
 from bots.stage1_pickle_logger import add_logger_handlers
@@ -73,6 +74,7 @@ def build_application(
     app = builder.build()
     add_logger_handlers(app, filters.ALL)
     app.add_handler(CommandHandler("forget", forget))
+    app.add_handler(UNKNOWN_COMMAND)  # last: answers the commands the handlers above leave
     app.add_error_handler(log_error)
     return app
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Literal
 
 from bots.offline import BOB, OfflineChat, Stage, group_chat, run_stage
 from bots.stage1_pickle_logger import build_application
@@ -27,9 +28,10 @@ from persistence.sqlite import DatabaseFileError, SQLitePersistence
 __all__ = ["STAGE", "build_application", "demo", "main", "make_persistence", "show_rows"]
 
 
-def make_persistence(path: Path) -> SQLitePersistence:
-    """The only line that differs from stage 1: ``SQLitePersistence`` for ``PicklePersistence``."""
-    return SQLitePersistence(path)
+def make_persistence(path: Path, serializer: Literal["json", "pickle"] = "json") -> SQLitePersistence:
+    """The only line that differs from stage 1: ``SQLitePersistence`` for ``PicklePersistence``.
+    (``serializer``: the command line's ``--serializer``.)"""
+    return SQLitePersistence(path, serializer=serializer)
 
 
 def show_rows(path: Path) -> None:
@@ -66,6 +68,7 @@ STAGE = Stage(
     file_env="STAGE3_FILE",
     demo=demo,
     file_errors=(DatabaseFileError,),
+    serializer_option=True,
     description="Stage 3: the message logger on SQLitePersistence.",
 )
 

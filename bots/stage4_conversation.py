@@ -28,6 +28,7 @@ The data file is ``./stage4.sqlite3``; choose another with ``--file PATH`` or ``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from telegram import Update
 from telegram.ext import (
@@ -42,6 +43,7 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
+from bots.commands import UNKNOWN_COMMAND
 from bots.logs import log_error
 from bots.offline import OFFLINE_TOKEN, OfflineChat, Stage, run_stage
 from persistence.sqlite import DatabaseFileError, SQLitePersistence
@@ -201,13 +203,15 @@ def build_application(
     # Outside the form, and inside it (no state or fallback handler takes commands other than
     # /cancel, so /profile falls through the ConversationHandler to this handler).
     app.add_handler(CommandHandler("profile", profile))
+    app.add_handler(UNKNOWN_COMMAND)  # last: answers the commands the handlers above leave
     app.add_error_handler(log_error)
     return app
 
 
-def make_persistence(path: Path) -> SQLitePersistence:
-    """Everything - user data, the counter and the conversation steps - in one SQLite file."""
-    return SQLitePersistence(filepath=path)
+def make_persistence(path: Path, serializer: Literal["json", "pickle"] = "json") -> SQLitePersistence:
+    """Everything - user data, the counter and the conversation steps - in one SQLite file.
+    (``serializer``: the command line's ``--serializer``.)"""
+    return SQLitePersistence(filepath=path, serializer=serializer)
 
 
 async def demo(chat: OfflineChat) -> None:
@@ -230,6 +234,7 @@ STAGE = Stage(
     file_env="STAGE4_FILE",
     demo=demo,
     file_errors=(DatabaseFileError,),
+    serializer_option=True,
     description="Stage 4: a sign-up form (a persistent ConversationHandler) on SQLitePersistence.",
 )
 

@@ -30,6 +30,7 @@ The data file is ``./stage5.sqlite3``; choose another with ``--file PATH`` or ``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import (
@@ -43,6 +44,7 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
+from bots.commands import UNKNOWN_COMMAND
 from bots.logs import log_error
 from bots.offline import OFFLINE_TOKEN, OfflineChat, Stage, run_stage
 from persistence.sqlite import DatabaseFileError, SQLitePersistence
@@ -145,15 +147,16 @@ def build_application(
     app.add_handler(CallbackQueryHandler(add_to_cart, pattern=is_cart_item))
     app.add_handler(CallbackQueryHandler(empty_cart, pattern=lambda data: data == EMPTY_CART))
     app.add_handler(CallbackQueryHandler(expired_button, pattern=InvalidCallbackData))
+    app.add_handler(UNKNOWN_COMMAND)  # last: answers the commands the handlers above leave
     app.add_error_handler(log_error)
     return app
 
 
-def make_persistence(path: Path) -> SQLitePersistence:
+def make_persistence(path: Path, serializer: Literal["json", "pickle"] = "json") -> SQLitePersistence:
     """The cart (``user_data``) and the buttons' objects (``callback_data``) in one SQLite file.
     The default JSON serializer stores tuples exactly; objects of your own classes would need
     ``serializer="pickle"``."""
-    return SQLitePersistence(filepath=path)
+    return SQLitePersistence(filepath=path, serializer=serializer)
 
 
 async def demo(chat: OfflineChat) -> None:
@@ -174,6 +177,7 @@ STAGE = Stage(
     file_env="STAGE5_FILE",
     demo=demo,
     file_errors=(DatabaseFileError,),
+    serializer_option=True,
     description="Stage 5: inline buttons carrying Python objects (arbitrary callback data) on "
     "SQLitePersistence.",
 )

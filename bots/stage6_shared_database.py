@@ -21,9 +21,9 @@ The admin tool (any time, also while the bot runs)::
     python -m bots.stage6_shared_database admin set USER_ID KEY VALUE    # VALUE: JSON, or text
     python -m bots.stage6_shared_database admin broadcast "TEXT"
 
-Both use ``./stage6.sqlite3``, or ``--file PATH`` / ``STAGE6_FILE`` (for the admin tool,
-``--file`` goes right after ``admin``). The bot saves every ``SAVE_EVERY`` (5) seconds: a user or note
-is visible to the admin tool from its first save on.
+Both use ``./stage6.sqlite3``, or ``--file PATH`` (anywhere on the line) / ``STAGE6_FILE``. The
+bot saves every ``SAVE_EVERY`` (5) seconds: a user or note is visible to the admin tool from its
+first save on.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
+from bots.commands import UNKNOWN_COMMAND
 from bots.logs import log_error
 from bots.offline import (
     BOB,
@@ -135,6 +136,7 @@ def build_application(
     app.add_handler(CommandHandler("forget", forget))
     app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, migrate))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, remember))
+    app.add_handler(UNKNOWN_COMMAND)  # last: answers the commands the handlers above leave
     app.add_error_handler(log_error)
     return app
 
@@ -163,6 +165,7 @@ async def admin_list(path: Path) -> str:
 async def admin_set(path: Path, user_id: int, key: str, value: object) -> str:
     """Set one key of one user's data. Only that key changes, even if the bot saves the same user
     at the same moment: the saves merge key by key."""
+    check_user_value(key, value)
     persistence = SharedSQLitePersistence(path)
     try:
         users = await persistence.get_user_data()
@@ -187,6 +190,16 @@ async def admin_broadcast(path: Path, text: str) -> str:
     return f"announcement: {text!r}"
 
 
+def check_user_value(key: str, value: object) -> None:
+    """Refuse a value the bot could not use, before anything is written: ``notes`` is a list of
+    texts (:func:`remember` appends to it). Other keys are only shown by ``/me``: anything goes."""
+    if key == "notes" and not (isinstance(value, list) and all(isinstance(n, str) for n in value)):
+        raise ValueError(
+            f"notes must be a list of texts, like '[\"buy a bike\", \"call mum\"]' (the bot adds "
+            f"each new note to it), not {value!r}. Nothing was changed."
+        )
+
+
 def parse_value(text: str) -> object:
     """``42`` and ``["a"]`` are JSON; anything that is not JSON is taken as text."""
     try:
@@ -196,20 +209,27 @@ def parse_value(text: str) -> object:
 
 
 def admin_main(argv: list[str]) -> int:
+    # --file is accepted before the command and after it: "admin --file X list", "admin list --file X"
+    file_option = argparse.ArgumentParser(add_help=False)
+    file_option.add_argument("--file", type=Path, default=argparse.SUPPRESS,
+                             help=f"the bot's database (default: ${FILE_ENV} or ./{DEFAULT_FILE})")
     parser = argparse.ArgumentParser(prog="python -m bots.stage6_shared_database admin",
-                                     description="Edit the bot's database, also while the bot runs.")
-    parser.add_argument("--file", type=Path, default=None,
-                        help=f"the bot's database (default: ${FILE_ENV} or ./{DEFAULT_FILE})")
+                                     description="Edit the bot's database, also while the bot runs.",
+                                     parents=[file_option])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="list the users and their data")
-    setter = commands.add_parser("set", help="set one key of a user's data")
+    commands.add_parser("list", help="list the users and their data", parents=[file_option])
+    setter = commands.add_parser("set", help="set one key of a user's data", parents=[file_option])
     setter.add_argument("user_id", type=int)
     setter.add_argument("key")
     setter.add_argument("value", type=parse_value, help="JSON (42, true, [1]) or plain text")
-    broadcast = commands.add_parser("broadcast", help="an announcement every user sees with /me")
+    broadcast = commands.add_parser("broadcast", help="an announcement every user sees with /me",
+                                    parents=[file_option])
     broadcast.add_argument("text")
     args = parser.parse_args(argv)
-    path = args.file or Path(os.environ.get(FILE_ENV) or DEFAULT_FILE)
+    path = getattr(args, "file", None) or Path(os.environ.get(FILE_ENV) or DEFAULT_FILE)
+    if path.is_dir():
+        print(f"{path} is a directory: give --file the path of the bot's database file.", file=sys.stderr)
+        return 1
     if not path.exists():
         print(f"{path} does not exist: start the bot first (it creates the file), "
               "or pass --file PATH.", file=sys.stderr)
@@ -222,7 +242,7 @@ def admin_main(argv: list[str]) -> int:
         action = admin_broadcast(path, args.text)
     try:
         print(asyncio.run(action))
-    except (DatabaseFileError, LookupError) as exc:
+    except (DatabaseFileError, LookupError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 1
     return 0
@@ -277,9 +297,12 @@ STAGE = Stage(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The bot (``run_stage``), or the admin tool when ``admin`` is among the arguments
+    (``--file PATH`` may come before it: ``--file x.sqlite3 admin list``)."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["admin"]:
-        return admin_main(argv[1:])
+    for i, arg in enumerate(argv):
+        if arg == "admin" and (i == 0 or argv[i - 1] != "--file"):
+            return admin_main(argv[:i] + argv[i + 1:])
     return run_stage(STAGE, argv)
 
 

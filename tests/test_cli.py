@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO, STAGES, Terminal
+from helpers import run_cli as run
 
-STAGES = [
-    "stage1_pickle_logger", "stage2_article_sqlite", "stage3_sqlite_logger", "stage4_conversation",
-    "stage5_inline_buttons", "stage6_shared_database",
-]
-
-
-def run(stage: str, *args: str, stdin: str = "", cwd: Path, env: dict | None = None):
-    environment = {k: v for k, v in os.environ.items() if k != "BOT_TOKEN"}
-    environment["PYTHONPATH"] = str(REPO)
-    environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", f"bots.{stage}", *args], input=stdin,
-                          capture_output=True, text=True, cwd=cwd, env=environment, timeout=120)
+from bots.logs import SecretHidingFormatter
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -106,15 +96,51 @@ def test_stage2_stdin_chat_shows_its_bugs_and_exits_0(tmp_path):
     assert "bug 4" in result.stderr and "Traceback" not in result.stderr
 
 
+SECRET = "123456:TOKEN-SECRET-must-not-be-printed"
+
+
 @pytest.mark.parametrize("stage", STAGES)
-def test_with_a_token_but_no_network_one_clear_error_and_no_token_in_the_output(stage, tmp_path):
-    """No Telegram server is reachable here: after PTB's own error log, the bot ends with one line
-    saying so. The token never shows (httpx, which logs request URLs with it, is kept below INFO)."""
-    secret = "123456:TOKEN-SECRET-must-not-be-printed"
-    result = run(stage, cwd=tmp_path, env={"BOT_TOKEN": secret})
+def test_with_a_token_but_no_network_one_clear_line_and_no_token(stage, tmp_path):
+    """No Telegram server is reachable here: the bot ends with one line saying so (a machine with
+    a network gets Telegram's refusal of this made-up token: one line too). PTB's retry-loop
+    traceback is not shown."""
+    result = run(stage, cwd=tmp_path, env={"BOT_TOKEN": SECRET})
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("Cannot reach Telegram")
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(("Cannot reach Telegram", "Telegram refused BOT_TOKEN")), line
     assert "TOKEN-SECRET" not in result.stdout + result.stderr
+
+
+def test_the_token_is_hidden_from_every_log_line_at_debug(tmp_path):
+    """--debug logs everything - httpx's request URLs and PTB's tracebacks, which carry the
+    token - and the token still shows nowhere."""
+    result = run("stage1_pickle_logger", "--debug", cwd=tmp_path, env={"BOT_TOKEN": SECRET})
+    assert result.returncode == 1
+    assert "DEBUG" in result.stderr and "Traceback" in result.stderr  # PTB's traceback, at DEBUG
+    assert "TOKEN-SECRET" not in result.stdout + result.stderr
+    assert "<BOT_TOKEN>" in result.stderr  # the URLs were logged, with the token hidden
+
+
+def test_the_log_formatter_hides_the_token_in_messages_arguments_and_tracebacks():
+    formatter = SecretHidingFormatter("%(levelname)s %(message)s", [SECRET])
+    try:
+        raise ValueError(f"The token `{SECRET}` was rejected by the server.")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("telegram.ext", logging.ERROR, __file__, 1,
+                               "calling %s", (f"https://api.telegram.org/bot{SECRET}/getMe",), exc_info)
+    text = formatter.format(record)
+    assert "TOKEN-SECRET" not in text
+    assert text.count("<BOT_TOKEN>") == 2 and "ValueError" in text
+
+
+@pytest.mark.parametrize("token", [SECRET + "\n", " " + SECRET, "not a token", "123456"])
+def test_a_malformed_token_is_called_malformed_not_a_network_problem(token, tmp_path):
+    result = run("stage1_pickle_logger", cwd=tmp_path, env={"BOT_TOKEN": token})
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("BOT_TOKEN is malformed"), line
+    assert "TOKEN-SECRET" not in line and "not a token" not in line
 
 
 def test_stage4_form_resumes_in_the_next_run(tmp_path):
@@ -140,3 +166,104 @@ def test_a_bad_data_file_in_demo_mode_and_a_missing_directory_are_one_clear_line
     missing = run("stage1_pickle_logger", "--file", "no/such/dir/x.pickle", stdin="hello\n", cwd=tmp_path)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "the directory no/such/dir does not exist" in missing.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", STAGES)
+def test_ctrl_c_saves_and_exits_at_once(stage, tmp_path):
+    """Ctrl+C in a real (pseudo-)terminal: the first press shuts the bot down, which saves, and
+    the process ends - without waiting for Enter."""
+    terminal = Terminal(stage, "--file", "bot.data", cwd=tmp_path)
+    terminal.wait_for("you> ")
+    terminal.type("hello")
+    terminal.wait_for("you> ", count=2)
+    terminal.ctrl_c()
+    code = terminal.finish(timeout=60)
+    assert "Traceback" not in terminal.screen
+    if stage == "stage2_article_sqlite":  # its shutdown fails (the tutorial's bug 4), explained
+        assert code == 0 and "bug 4" in terminal.screen
+    else:
+        assert code == 130, terminal.screen
+        assert "(Ctrl+C: the bot stopped and saved its data)" in terminal.screen
+    assert (tmp_path / "bot.data").exists()
+
+
+def test_ctrl_c_keeps_what_was_said(tmp_path):
+    terminal = Terminal("stage1_pickle_logger", cwd=tmp_path)
+    terminal.wait_for("you> ")
+    terminal.type("remember the milk")
+    terminal.wait_for("you> ", count=2)
+    terminal.ctrl_c()
+    assert terminal.finish() == 130
+    again = run("stage1_pickle_logger", stdin="/show_data\n", cwd=tmp_path)
+    assert "remember the milk" in again.stdout, again.stderr
+
+
+def test_a_file_the_bot_cannot_write_is_one_line_at_start(tmp_path):
+    """Checked before the chat starts, not at every save (and not 63 lines at exit)."""
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    readonly = tmp_path / "readonly.pickle"
+    readonly.write_bytes(b"")
+    readonly.chmod(0o400)
+    if os.access(locked, os.W_OK):
+        pytest.skip("this user may write anywhere (root): permissions cannot stop it")
+    for target in ("locked/stage1.pickle", "readonly.pickle"):
+        result = run("stage1_pickle_logger", "--file", target, stdin="hello\n", cwd=tmp_path)
+        assert result.returncode == 1
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith(f"Cannot keep the bot's data in {target}: Permission denied"), line
+        assert "writable" in line and result.stdout == ""
+    assert list(locked.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys"), reason="no /sys (sysfs) on this system")
+@pytest.mark.parametrize("stage", ["stage1_pickle_logger", "stage3_sqlite_logger"])
+def test_a_place_nobody_may_write_is_one_line_at_start(stage, tmp_path):
+    """sysfs takes no new files, not even from root."""
+    result = run(stage, "--file", "/sys/x.data", stdin="hello\n", cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Cannot keep the bot's data in /sys/x.data"), line
+    assert not os.path.exists("/sys/x.data")
+
+
+def test_a_file_made_with_pickle_names_the_option_that_opens_it(tmp_path):
+    made = run("stage3_sqlite_logger", "--serializer", "pickle", stdin="kept in pickle\n", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    refused = run("stage3_sqlite_logger", stdin="/show_data\n", cwd=tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == "On the command line: --serializer pickle."
+    opened = run("stage3_sqlite_logger", "--serializer", "pickle", stdin="/show_data\n", cwd=tmp_path)
+    assert "kept in pickle" in opened.stdout, opened.stderr
+
+
+def test_the_chat_says_when_the_bot_handled_a_message_without_answering(tmp_path):
+    result = run("stage1_pickle_logger", stdin="hello\n/help\n/shwo_data\n/show_data\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "     (handled: the bot chose not to answer)"
+    assert lines[1] == "bot> I don't know /help. My commands: /show_data, /start"
+    assert lines[2] == "bot> I don't know /shwo_data. My commands: /show_data, /start"
+    assert lines[4].endswith(" UTC: hello"), "times say their time zone"
+
+
+def test_the_chat_says_when_no_handler_takes_a_message(tmp_path):
+    result = run("stage5_inline_buttons", stdin="hello\n", cwd=tmp_path)
+    assert result.stdout.splitlines() == ["     (no handler of this bot takes this message; no reply)"]
+
+
+def test_cancel_outside_the_form_is_answered(tmp_path):
+    result = run("stage4_conversation", stdin="/cancel\n/start\n/cancel\n", cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "bot> /cancel has nothing to do right now."
+    assert lines[-1].startswith("bot> Sign-up cancelled")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_help_lists_the_environment_and_the_chat_commands(stage, tmp_path):
+    result = run(stage, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    number = stage[len("stage"):].split("_")[0]
+    for expected in ("BOT_TOKEN", f"STAGE{number}_FILE", "/restart", "/click LABEL", "/quit", "Ctrl+C"):
+        assert expected in result.stdout, expected

@@ -109,3 +109,9 @@ async def test_non_text_and_group_updates():
     old, new = migration_updates(app, api, group_chat(-4001), supergroup_chat(-1009))
     assert (old.message.chat.id, old.message.migrate_to_chat_id) == (-4001, -1009)
     assert (new.message.chat.id, new.message.migrate_from_chat_id) == (-1009, -4001)
+
+
+async def test_the_driver_tells_a_handled_update_from_one_no_handler_takes():
+    async with OfflineChat(echo_app) as chat:
+        assert await chat.send("hi") == ["hi"] and chat.last_update_handled
+        assert await chat.send_sticker() == [] and not chat.last_update_handled

@@ -144,3 +144,42 @@ async def test_admin_errors_are_one_clear_line(db, tmp_path):
     bad = admin(not_a_db, "list")
     assert bad.returncode == 1 and "cannot be used as the bot's database" in bad.stderr
     assert not_a_db.read_text() == "shopping list"
+
+
+async def test_admin_refuses_a_value_the_bot_cannot_use_and_changes_nothing(db):
+    """``notes`` is a list the bot appends to: text there would break the user's next message."""
+    async with bot(db) as chat:
+        await chat.send("hello")
+    before = admin(db, "list").stdout
+    refused = admin(db, "set", str(ALICE.id), "notes", "oops")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("notes must be a list of texts")
+    assert "Nothing was changed" in refused.stderr
+    assert admin(db, "list").stdout == before
+    assert admin(db, "set", str(ALICE.id), "notes", '["hello", "set by the admin"]').returncode == 0
+    async with bot(db) as chat:
+        assert await chat.send("one more") == ["Noted (3)."]
+
+
+def test_admin_takes_file_anywhere_and_calls_a_directory_a_directory(db, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def tool(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bots.stage6_shared_database", *args],
+                              capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+
+    assert "does not exist" in tool("--file", str(db), "admin", "list").stderr
+    asyncio.run(_one_note(db))
+    for args in (["admin", "--file", str(db), "list"], ["admin", "list", "--file", str(db)],
+                 ["--file", str(db), "admin", "list"]):
+        result = tool(*args)
+        assert result.returncode == 0 and result.stdout.startswith(f"{ALICE.id}: "), (args, result.stderr)
+    directory = tool("admin", "list", "--file", str(tmp_path))
+    assert directory.returncode == 1
+    assert directory.stderr.strip() == (
+        f"{tmp_path} is a directory: give --file the path of the bot's database file.")
+
+
+async def _one_note(db: Path) -> None:
+    async with bot(db) as chat:
+        await chat.send("hello")

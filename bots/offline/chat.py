@@ -53,6 +53,8 @@ class OfflineChat:
         self.persistence: BasePersistence | None = None
         self.last_keyboard: dict[str, Any] | None = None
         self.last_keyboard_is_new = False
+        self.last_update_handled = False
+        """Whether a handler took the last update (a bot may handle a message and not answer)."""
         self._read = 0  # calls before this index have been looked at
         self._unprompted: list[str] = []  # messages the bot sent on its own, not yet taken
         self._turn = asyncio.Lock()  # while an update is processed, what the bot sends is a reply
@@ -128,6 +130,7 @@ class OfflineChat:
         async with self._turn:
             self._collect_unprompted()  # sent before this update: not its replies
             keyboard_before = self.last_keyboard
+            self.last_update_handled = handled(app, update)
             await app.process_update(update)
             replies = []
             for call in self._unread_calls():
@@ -215,6 +218,16 @@ class OfflineChat:
             if message is None:  # a new message: the last one stored for that chat
                 message = [m for (cid, _), m in self.api.messages.items() if cid == key[0]][-1]
             self.last_keyboard = message
+
+
+def handled(app: Application, update: Update) -> bool:
+    """Whether a handler of ``app`` takes ``update``: PTB's own test, ``check_update``, before the
+    update is processed (afterwards a conversation may have moved on)."""
+    return any(
+        handler.check_update(update) not in (None, False)
+        for group in app.handlers.values()
+        for handler in group
+    )
 
 
 def indent(prefix: str, text: str) -> str:

@@ -1,0 +1,53 @@
+"""A handler every stage adds last: an answer to commands the bot does not know.
+
+A real bot answers ``/help`` or a mistyped ``/shwo_data`` in a private chat instead of staying
+silent. In groups it stays quiet: a command there may be meant for another bot.
+"""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import (
+    Application,
+    BaseHandler,
+    CommandHandler,
+    ContextTypes,
+    ConversationHandler,
+    MessageHandler,
+    filters,
+)
+
+
+def bot_commands(app: Application) -> list[str]:
+    """Every command a ``CommandHandler`` of ``app`` takes, conversations' steps included, sorted."""
+    found: set[str] = set()
+
+    def visit(handlers: list[BaseHandler]) -> None:
+        for handler in handlers:
+            if isinstance(handler, CommandHandler):
+                found.update(handler.commands)
+            elif isinstance(handler, ConversationHandler):
+                visit(handler.entry_points)
+                visit(handler.fallbacks)
+                for step in handler.states.values():
+                    visit(step)
+
+    for group in app.handlers.values():
+        visit(group)
+    return sorted(found)
+
+
+async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Reply to a command no other handler took: name the bot's commands."""
+    command = update.effective_message.text.split()[0].lstrip("/").split("@")[0].lower()
+    commands = bot_commands(context.application)
+    if command in commands:  # known, but nothing takes it now (e.g. /cancel outside the form)
+        await update.effective_message.reply_text(f"/{command} has nothing to do right now.")
+        return
+    await update.effective_message.reply_text(
+        f"I don't know /{command}. My commands: " + ", ".join(f"/{name}" for name in commands)
+    )
+
+
+UNKNOWN_COMMAND = MessageHandler(filters.COMMAND & filters.ChatType.PRIVATE, unknown_command)
+"""Add it after the stage's own handlers, in the same group: it takes only what they leave."""
