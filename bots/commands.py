@@ -18,8 +18,9 @@ from telegram.ext import (
 )
 
 
-def bot_commands(app: Application) -> list[str]:
-    """Every command a ``CommandHandler`` of ``app`` takes, conversations' steps included, sorted."""
+def bot_commands(app: Application, groups: list[int] | None = None) -> list[str]:
+    """Every command a ``CommandHandler`` of ``app`` takes (in ``groups``; default: all),
+    conversations' steps included, sorted."""
     found: set[str] = set()
 
     def visit(handlers: list[BaseHandler]) -> None:
@@ -32,8 +33,9 @@ def bot_commands(app: Application) -> list[str]:
                 for step in handler.states.values():
                     visit(step)
 
-    for group in app.handlers.values():
-        visit(group)
+    for group, handlers in app.handlers.items():
+        if groups is None or group in groups:
+            visit(handlers)
     return sorted(found)
 
 
@@ -41,8 +43,11 @@ async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     """Reply to a command no other handler took: name the bot's commands."""
     command = update.effective_message.text.split()[0].lstrip("/").split("@")[0].lower()
     commands = bot_commands(context.application)
-    if command in commands:  # known, but nothing takes it now (e.g. /cancel outside the form)
+    if command in bot_commands(context.application, [UNKNOWN_COMMAND_GROUP]):
+        # known here, but no handler takes it now (e.g. /cancel outside the form)
         await update.effective_message.reply_text(f"/{command} has nothing to do right now.")
+        return
+    if command in commands:  # a handler of another group has taken it
         return
     await update.effective_message.reply_text(
         f"I don't know /{command}. My commands: " + ", ".join(f"/{name}" for name in commands)
@@ -51,3 +56,6 @@ async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
 
 UNKNOWN_COMMAND = MessageHandler(filters.COMMAND & filters.ChatType.PRIVATE, unknown_command)
 """Add it after the stage's own handlers, in the same group: it takes only what they leave."""
+
+UNKNOWN_COMMAND_GROUP = 0
+"""The group the stages add :data:`UNKNOWN_COMMAND` to (PTB's default group)."""
