@@ -141,6 +141,11 @@ class MergeBook:
         self._base.pop((table, key), None)
         self._taken.pop((table, key), None)
 
+    def forget_table(self, table: str) -> None:
+        """Before the table is loaded again (a restart on the same instance): all of it is stale."""
+        for row in [row for row in [*self._base, *self._taken] if row[0] == table]:
+            self.forget(*row)
+
     # ---- refresh ----------------------------------------------------------------------------------
     def catch_up(self, table: str, key: Any, live: dict[Any, Any]) -> None:
         """Give ``live`` what a save merged into the stored row since the last refresh."""
@@ -222,6 +227,9 @@ class SharedSQLitePersistence(SQLitePersistence):
         self._handed: dict[Write, list[Taken]] = {}  # per write of the save round being written
 
     # ---- what this instance knows of each row --------------------------------------------------------
+    def _forget_table(self, table: str) -> None:
+        self._book.forget_table(table)
+
     def _remember(self, table: str, key: Any, version: int, data: Any) -> None:
         self._book.seen(table, key, version, data)
 

@@ -122,6 +122,29 @@ class DataNotStorableError(TypeError):
     The message names the data (e.g. ``chat_data of chat 42``) and where the bad value sits."""
 
 
+class SaveFailedError(RuntimeError):
+    """A save round could not be written (the file locked by another program for longer than
+    ``busy_timeout``, a full disk, an I/O error). Nothing is lost: its writes are kept and written
+    again at the next save and at ``flush()``; from ``flush()``, the message names what is unsaved."""
+
+
+def _explain(exc: BaseException | None, busy_timeout: float) -> str | None:
+    """What is wrong, in words, when SQLite could not read or write for a reason outside the file's
+    contents; ``None`` when it is not such a reason (then the file itself may be damaged)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return f"another program held the file locked for longer than busy_timeout ({busy_timeout} s)"
+    if name.startswith("SQLITE_FULL"):
+        return "the disk is full"
+    if name.startswith("SQLITE_IOERR"):
+        return f"an I/O error ({exc})"
+    if name.startswith("SQLITE_READONLY"):
+        return "the file cannot be written (read-only permissions, or a read-only file system)"
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
+        return f"the file cannot be opened ({exc}): check the permissions of the file and its directory"
+    return None
+
+
 # ------------------------------------------------------------------------------------------------
 # JSON: exact round trips of dict/list/tuple/str/int/float/bool/None, readable where possible
 # ------------------------------------------------------------------------------------------------
@@ -372,6 +395,9 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         # each row's version as this instance last read or wrote it: {table: {key: version}}
         self._versions: dict[str, dict[Any, int]] = {table: {} for table in KEY_COLUMN}
         self._queue: list[Write] = []
+        # writes of rounds that failed, written again by the next round and flush(): {(table, key): write}
+        self._unsaved: dict[tuple[str, Any], Write] = {}
+        self._last_error: BaseException | None = None
         self._writer: asyncio.Task[None] | None = None
         self._scrub_wal = False  # a dropped row may still be in the WAL file
         self._loaded: set[str] = set()  # tables PTB loaded since the last flush (its live data)
@@ -417,6 +443,10 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
     def _file_error(self, exc: sqlite3.DatabaseError) -> Exception:
         if getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
             return exc  # another program held the file longer than busy_timeout: try again
+        problem = _explain(exc, self.busy_timeout)
+        if problem:  # the file is fine: say what is actually wrong
+            return DatabaseFileError(f"{self.filepath} cannot be used: {problem}. It was not changed; "
+                                     "fix that and start the bot again.")
         return DatabaseFileError(
             f"{self.filepath} cannot be used as the bot's database ({exc}). It was not changed. "
             "If it is not the bot's database, point the bot at another file; if it is damaged, "
@@ -509,7 +539,11 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
 
         PTB starts all writes of a save round at once; the first one starts the writer task, the
         rest join its queue before it runs, and the writer commits them together."""
-        write = Write(table, key, value, what or describe_row(table, key))
+        what = what or describe_row(table, key)
+        if table in KEY_COLUMN and (type(key) is not int or not -(2**63) <= key < 2**63):
+            raise DataNotStorableError(f"Cannot store {what}: the id {key!r} is not an int in "
+                                       "SQLite's 64-bit range.")
+        write = Write(table, key, value, what)
         self._queue.append(write)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_queue())
@@ -519,20 +553,39 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         await asyncio.sleep(0)  # let the other writes of this round join the queue
         while self._queue:
             batch, self._queue = self._queue, []
-            try:
-                await self._write_batch(batch)
-            except BaseException as exc:
-                for write in batch:
-                    if not write.done.done():
-                        write.done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
+            await self._write_round(batch)
+
+    async def _write_round(self, batch: list[Write]) -> None:
+        """Write ``batch`` together with what earlier rounds could not write (older first; a newer
+        write of the same row replaces an older one). If the round fails, all are kept again."""
+        fresh = {(write.table, write.key) for write in batch}
+        batch = [write for row, write in self._unsaved.items() if row not in fresh] + batch
+        self._unsaved = {}
+        if not batch:
+            return
+        try:
+            await self._write_batch(batch)
+        except BaseException as exc:
+            for write in batch:  # (writes that failed alone have left the batch)
+                self._unsaved[write.table, write.key] = write
+            self._last_error = exc
+            error = SaveFailedError(
+                f"Could not save {len(batch)} rows to {self.filepath}: {self._problem()}. Nothing "
+                "is lost: they are written again at the next save and at flush().")
+            error.__cause__ = exc
+            for write in batch:
+                if not write.done.done():
+                    write.done.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
 
     def _prepare(self, batch: list[Write]) -> list[tuple[Write, DataNotStorableError]]:
         """Encode every write's row (run in a worker thread). Returns the writes that cannot be
         encoded, with their errors: they fail alone, the others are written."""
         failed = []
         for write in batch:
+            if write.params:  # kept from a failed round: encoded already
+                continue
             try:
                 if write.value is DELETE:
                     write.params = write.key if write.table == "conversations" else (write.key,)
@@ -562,20 +615,37 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
                     await db.executemany(sql, rows)
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                await self._roll_back(db)
                 raise
             if self._scrub_wal or any(w.value is DELETE and w.table in KEY_COLUMN for w in batch):
-                # a forgotten user's old rows may still sit in the WAL file: move it into the
-                # database (where secure_delete zeroed them) and empty it. A reader of another
-                # program can prevent that: do not wait for it, try again at the next save
-                await db.execute("PRAGMA busy_timeout = 0")
-                busy = await self._scalar(db, "PRAGMA wal_checkpoint(TRUNCATE)")
-                await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                self._scrub_wal = busy != 0
+                self._scrub_wal = not await self._empty_wal(db)
         self._committed(batch)
         for write in batch:
             if not write.done.done():
                 write.done.set_result(None)
+
+    async def _roll_back(self, db: aiosqlite.Connection) -> None:
+        """After a failed statement of a save. SQLite may have rolled back already (a full disk,
+        an I/O error); if even ROLLBACK fails, the connection is dropped and the file reopened."""
+        try:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+        except sqlite3.Error:
+            self._db = None
+            await db.close()
+
+    async def _empty_wal(self, db: aiosqlite.Connection) -> bool:
+        """After a drop is committed: a forgotten user's old rows may still sit in the WAL file.
+        Move it into the database (where secure_delete zeroed them) and empty it. A reader of
+        another program can prevent that: do not wait for it. Returns whether it was emptied; if
+        not, the next save tries again (the committed round stays committed)."""
+        try:
+            await db.execute("PRAGMA busy_timeout = 0")
+            return bool(await self._scalar(db, "PRAGMA wal_checkpoint(TRUNCATE)") == 0)
+        except sqlite3.Error:
+            return False
+        finally:
+            await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
     async def _other_writers(self, db: aiosqlite.Connection, batch: list[Write]) -> None:
         """Inside the save's transaction: warn about each row being written that another program
@@ -632,12 +702,17 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         rows = await self._read_at_start(f"SELECT {KEY_COLUMN[table]}, data, version FROM {table}")
         first = table not in self._loaded  # Application.initialize(): this becomes live data
         self._loaded.add(table)
+        if first:
+            self._forget_table(table)  # knowledge from before a flush() may be stale
         loaded = {}
         for key, data, version in rows:
             loaded[key] = self.decode(data, describe_row(table, key))
             if first:  # a later call (a /stats command...) says nothing about the live data
                 self._remember(table, key, version, data)
         return loaded
+
+    def _forget_table(self, table: str) -> None:
+        self._versions[table].clear()
 
     def _remember(self, table: str, key: Any, version: int, data: Any) -> None:
         """A row PTB's live data was loaded from."""
@@ -695,12 +770,20 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         self, name: str, key: tuple[int | str, ...], new_state: object | None
     ) -> None:
         """Store a conversation's state; ``None`` means it ended, so its row is deleted."""
-        if any(type(part) not in (int, str) for part in key):
-            raise DataNotStorableError(f"conversation {name!r}: key {key!r} has a part that is "
-                                       "neither int nor str")
-        stored_key = (name, json.dumps(list(key), ensure_ascii=False))
-        await self._write("conversations", stored_key, DELETE if new_state is None else new_state,
-                          f"the state of conversation {name!r} for key {key!r}")
+        try:
+            shown = repr(key)
+        except ValueError:  # an int too long for str()
+            shown = "with an int of more than 4,300 digits"
+        what = f"the state of conversation {name!r:.80} for key {shown:.80}"
+        if not (type(name) is str and _utf8(name) and type(key) is tuple and all(
+                type(part) is int or (type(part) is str and _utf8(part)) for part in key)):
+            raise DataNotStorableError(f"Cannot store {what}: the name must be a str and the key a "
+                                       "tuple of int and str (without lone surrogates).")
+        try:
+            stored_key = (name, json.dumps(list(key), ensure_ascii=False))
+        except ValueError as exc:  # an int too long for str()
+            raise DataNotStorableError(f"Cannot store {what}: {exc}") from None
+        await self._write("conversations", stored_key, DELETE if new_state is None else new_state, what)
 
     async def drop_user_data(self, user_id: int) -> None:
         """Delete a user's row (after ``Application.drop_user_data``)."""
@@ -729,11 +812,24 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
     async def _finish_and_close(self) -> None:
         if self._writer is not None:
             await asyncio.wait([self._writer])
+        await self._write_round([])  # what earlier rounds could not write: one more try
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
         self._opening, self._busy = asyncio.Lock(), asyncio.Lock()  # usable from another loop too
         self._loaded = set()
+        if self._unsaved:
+            names = [write.what for write in self._unsaved.values()]
+            more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+            raise SaveFailedError(
+                f"flush() could not write to {self.filepath}: {self._problem()}. Unsaved: "
+                f"{', '.join(names[:10])}{more}. They are kept in this {type(self).__name__}: "
+                "call flush() again once that is fixed.") from self._last_error
+
+    def _problem(self) -> str:
+        """Why the last failed round failed, in words."""
+        exc = self._last_error
+        return _explain(exc, self.busy_timeout) or f"{type(exc).__name__}: {exc}"
 
 
 def _statement(table: str, delete: bool) -> str:
