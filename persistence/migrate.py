@@ -8,7 +8,8 @@ is one line, but that line starts on an empty database. This tool brings everyth
     python -m persistence.migrate export.json restored.sqlite3          # JSON export -> SQLite
     python -m persistence.migrate stage1.pickle bot.sqlite3 --serializer pickle --dry-run
 
-Stop the bot first: the tool reads the source once and writes the target once.
+Stop the bot first: the tool reads the source once and writes the target once. It needs room for
+a second copy of the target next to it while it runs.
 
 Where the data is, told by its form
 -----------------------------------
@@ -38,12 +39,14 @@ What it guarantees
 ------------------
 * **Everything, exactly**: user, chat and bot data, callback data and every conversation (all
   names found in the source), with their types wherever the target can hold them.
-* **All or nothing**: every value is checked against the target before anything is written. If
-  some cannot be stored (a ``datetime`` for a JSON target), one message lists where they are (the
-  first ten and how many) and the target is not touched. The write itself is one transaction
-  (SQLite) or a new file moved into place (Pickle, JSON): a failure leaves the target as it was.
+* **All or nothing**: the target is written as a new file next to it (through its persistence
+  class: SQLite rows are encoded by ``SQLitePersistence`` itself), and moved into place only when
+  every value is in it. If some values cannot be stored (a ``datetime`` in a JSON target), one
+  message lists where they are (the first ten and how many) and the target is not touched; nor
+  is it by a full disk or a crash. ``--dry-run`` checks every value without writing anything.
 * **Nothing overwritten by accident**: a target that already holds data is refused unless
-  ``--replace`` is given; then its data is replaced, in that same single transaction.
+  ``--replace`` is given; then it is replaced at once (the new file is renamed over it). A SQLite
+  target that another program has open (the bot still running) is refused.
 * **Checked**: after writing, the target is read back through its persistence class and compared
   with the source, value by value; the tool then prints how much of each kind it moved.
 
@@ -71,6 +74,7 @@ import json
 import math
 import os
 import pickle
+import re
 import sqlite3
 import sys
 import tempfile
@@ -170,7 +174,9 @@ def short_problem(error: DataNotStorableError) -> str:
     """The codec's error without its advice (a refusal lists up to ten and gives the advice once):
     ``user_data of user 1: ['seen'] is datetime.datetime``."""
     text = str(error).removeprefix("Cannot store ").split(". JSON mode stores")[0]
-    return text.replace(" as JSON: ", ": ", 1).replace(" with pickle: ", ": ", 1)
+    text = text.replace(" as JSON: ", ": ", 1).replace(" with pickle: ", ": ", 1)
+    typed = re.match(r"(.*? is [\w.]+) \(", text)  # "... is datetime.datetime (datetime.da...)"
+    return typed.group(1) if typed else text
 
 
 def from_plain(data: Any, what: str) -> Any:
@@ -511,7 +517,7 @@ def export_json(data: BotData, refused: list[str] | None = None) -> dict[str, An
 
 def dict_persistence(export: dict[str, Any]) -> DictPersistence:
     """PTB's ``DictPersistence`` over a JSON export (it keeps the tags of values as they are)."""
-    texts = {key: json.dumps(value) for key, value in export.items() if value is not None}
+    texts = {key: json.dumps(value) for key, value in export.items()}
     return DictPersistence(**texts)  # type: ignore[arg-type]
 
 
@@ -549,7 +555,7 @@ class Report:
     counts: dict[str, str]
     dry_run: bool
     replaced: bool
-    seconds: dict[str, float] = field(default_factory=dict)  # per phase: read, check, write, verify
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase: read, write, verify (or check)
 
     def __str__(self) -> str:
         verb = "Would move" if self.dry_run else "Moved"
@@ -557,8 +563,8 @@ class Report:
                  + (", replacing what it held" if self.replaced else "")
                  + ("" if self.dry_run else ", and read it back: identical") + ":"]
         lines += [f"  {kind:<14} {count}" for kind, count in self.counts.items()]
-        lines.append(f"in {sum(self.seconds.values()):.1f} s ("
-                     + ", ".join(f"{phase} {took:.1f} s" for phase, took in self.seconds.items()) + ")")
+        lines.append(f"in {sum(self.seconds.values()):.2f} s ("
+                     + ", ".join(f"{phase} {took:.2f} s" for phase, took in self.seconds.items()) + ")")
         if self.dry_run:
             lines.append("Dry run: nothing was written.")
         return "\n".join(lines)
@@ -587,11 +593,11 @@ async def migrate(source: Store, target: Store, *, replace: bool = False, dry_ru
                     if (problem := target.problem(what, value)) is not None]
         if problems:
             raise MigrationError(_refusal(source, target, problems))
+        clock.lap("check")
     old = await target.read(bot) if target.exists() else BotData()
     if not old.is_empty() and not replace:
         raise MigrationError(f"{target} already holds data ({_summary(old)}). It was not changed. "
                              "Pass --replace to replace it, or choose a new target.")
-    clock.lap("check")
     report = Report(str(source), str(target), data.counts(), dry_run, not old.is_empty(), clock.laps)
     if dry_run:
         return report
