@@ -91,6 +91,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from persistence.sqlite import (
     DatabaseFileError,
     DataNotStorableError,
+    SaveFailedError,
     SQLitePersistence,
     decode_json,
     encode_json,
@@ -376,13 +377,18 @@ class SQLiteStore(Store):
         try:
             persistence = self._persistence(bot, scratch)
             results = await asyncio.gather(*_write_calls(persistence, data), return_exceptions=True)
-            await persistence.flush()
             failed = [exc for exc in results if isinstance(exc, BaseException)]
+            try:
+                await persistence.flush()  # closes the file even when it cannot write
+            except SaveFailedError as exc:
+                failed.append(exc)
             refused = [short_problem(exc) for exc in failed if isinstance(exc, DataNotStorableError)]
             if refused:
                 raise NotStorable(refused)
-            if failed:
-                raise MigrationError(f"Cannot write {self.location}: {failed[0]}. It was not changed.")
+            if failed:  # a full disk, an I/O error: SaveFailedError, caused by SQLite's own error
+                cause = failed[-1].__cause__ or failed[-1]
+                raise MigrationError(f"Cannot write {self.location}: {type(cause).__name__}: {cause}. "
+                                     "It was not changed.") from failed[-1]
             if _open_elsewhere(target):
                 raise MigrationError(f"{target} is open in another program (its -wal file exists). It "
                                      "was not changed. Stop the bot (and any other program using it).")
@@ -469,16 +475,19 @@ class JSONStore(Store):
         export = export_json(data, refused)
         if refused:
             raise NotStorable(refused)
-        path = Path(self.location)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=".migrate-",
-                                         suffix=".json", delete=False) as file:
-            try:
-                json.dump(export, file, ensure_ascii=False, indent=1)
-            except BaseException:
-                file.close()
-                os.unlink(file.name)
-                raise
-        os.replace(file.name, path)
+        _replace_file(Path(self.location), json.dumps(export, ensure_ascii=False, indent=1))
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to a new file next to ``path``, then move it into place: all or nothing."""
+    scratch = path.with_name(f".{path.name}.migrate-{os.getpid()}")
+    try:
+        scratch.write_text(text, encoding="utf-8")
+        os.replace(scratch, path)
+    except OSError as exc:  # a full disk, a directory we may not write to...
+        raise MigrationError(f"Cannot write {path}: {exc.strerror or exc}. It was not changed.") from exc
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def export_json(data: BotData, refused: list[str] | None = None) -> dict[str, Any]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import resource
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -307,3 +309,28 @@ async def test_the_migration_benchmark_runs():
 
     text = await bench_migrate.main_async(chats=50, rounds=1, write=False)
     assert "| `python -m persistence.migrate big.pickle new.sqlite3`" in text and "floor" in text
+
+
+@pytest.mark.parametrize("target_name", ["bot.sqlite3", "bot.json", "bot.pickle"])
+def test_a_full_disk_leaves_no_target_and_no_scratch_file(tmp_path, target_name):
+    """The tool's process may write at most 64 KB per file (RLIMIT_FSIZE, as a full disk would
+    stop it): the 300-chat target cannot be completed, and nothing is left behind."""
+    source = tmp_path / "export.json"
+    chats = {chat_id: {"messages": [{"message": f"note {n} in chat {chat_id}"} for n in range(20)]}
+             for chat_id in range(300)}
+    source.write_text(json.dumps(export_json(BotData(chat_data=chats))))
+    target = tmp_path / target_name
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
+
+    done = subprocess.run([sys.executable, "-m", "persistence.migrate", source.name, target.name],
+                          capture_output=True, text=True, cwd=tmp_path, preexec_fn=limit_file_size,
+                          # no .pyc written under the limit: a cut one would break later imports
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
+                               "PYTHONDONTWRITEBYTECODE": "1"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: Cannot write {target_name}") and "Traceback" not in done.stderr
+    assert "It was not changed" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json"]
