@@ -11,8 +11,10 @@ import asyncio
 import functools
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -354,3 +356,80 @@ def test_the_terminal_shows_a_reminder_missed_while_down_once(tmp_path):
     assert "late: it came due while the bot was offline" in second.stdout
     third = run_terminal(data_file, "/reminders\n")
     assert "⏰" not in third.stdout and stage7.NONE_YET in third.stdout
+
+
+class LogEvent(logging.Handler):
+    """An asyncio.Event set when a log record containing ``text`` is emitted."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+async def test_a_run_whose_claim_cannot_be_saved_is_not_sent_but_tried_again(tmp_path):
+    """Another program holds the SQLite file locked when the reminder comes due: the claim cannot
+    be written, so nothing is sent (it could be sent again after a crash), and the run is kept
+    and tried again ``RETRY_AFTER`` seconds later."""
+    path = tmp_path / "stage7.sqlite3"
+    errors: list[BaseException] = []
+    async with offline_bot(lambda: SQLitePersistence(path, busy_timeout=0.2), errors) as chat:
+        await chat.send("/remind 1s stretch")
+        before = dict(only_reminder(chat))
+        locker = sqlite3.connect(path, isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")
+            failed = LogEvent("could not save that it is being sent")
+            logging.getLogger("bots.jobs").addHandler(failed)
+            try:
+                async with asyncio.timeout(10):
+                    await failed.event.wait()
+            finally:
+                logging.getLogger("bots.jobs").removeHandler(failed)
+            assert chat.unprompted_messages() == []
+            assert only_reminder(chat) == before, "the run is not claimed: it is still to be sent"
+            [job] = chat.app.job_queue.get_jobs_by_name(f"reminder {CHAT}:1")
+            assert job.next_t.timestamp() == pytest.approx(time.time() + jobs.RETRY_AFTER, abs=2)
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+    assert errors == []
+
+
+def test_kill_9_right_after_a_reminder_arrives_never_sends_it_again(tmp_path):
+    """The real thing: the terminal bot is killed with SIGKILL as soon as the reminder is shown.
+    The next start does not send it a second time, and says so in its log."""
+    data_file = tmp_path / "reminders.sqlite3"
+    env = {key: value for key, value in os.environ.items() if key != "BOT_TOKEN"}
+    bot = subprocess.Popen(
+        [sys.executable, "-m", "bots.stage7_reminders", "--file", str(data_file)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=REPO, env=env,
+    )
+    watchdog = threading.Timer(60, bot.kill)  # should the reminder never come, stop reading
+    watchdog.start()
+    try:
+        bot.stdin.write("/remind 1s stretch\n")
+        bot.stdin.flush()
+        seen = []
+        for line in bot.stdout:
+            seen.append(line)
+            if line.startswith("bot> ⏰ stretch"):
+                break
+        assert seen and seen[-1].startswith("bot> ⏰ stretch"), seen
+    finally:
+        watchdog.cancel()
+        bot.kill()
+        bot.wait(timeout=30)
+        bot.stdin.close()
+        bot.stdout.close()
+    again = subprocess.run(
+        [sys.executable, "-m", "bots.stage7_reminders", "--file", str(data_file)],
+        input="/reminders\n", capture_output=True, text=True, cwd=REPO, env=env, timeout=120, check=True,
+    )
+    assert "⏰" not in again.stdout and stage7.NONE_YET in again.stdout
+    assert "was being sent when the bot stopped" in again.stderr
