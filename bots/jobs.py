@@ -48,6 +48,7 @@ The rules:
 from __future__ import annotations
 
 import copy
+import datetime as dtm
 import json
 import logging
 import math
@@ -67,7 +68,7 @@ REMINDERS = "reminders"
 NEXT_ID = "next_reminder_id"
 """The ``chat_data`` key of the number the chat's next reminder gets (numbers are never reused)."""
 
-FORMS = "conversation_deadlines"
+DEADLINES = "conversation_deadlines"
 """The ``chat_data`` key of conversations in progress: ``{conversation name: {str(user id): ...}}``."""
 
 RETRY_AFTER = 30.0
@@ -282,7 +283,7 @@ def note_activity(update: Update, context: CallbackContext, conversation: str) -
     after each handled update; this is the same moment, written down where a restart finds it."""
     assert update.effective_chat is not None and update.effective_user is not None
     chat_data = context.application.chat_data[update.effective_chat.id]
-    waiting = chat_data.setdefault(FORMS, {}).setdefault(conversation, {})
+    waiting = chat_data.setdefault(DEADLINES, {}).setdefault(conversation, {})
     # to_json, not to_dict: to_dict keeps enum members (MessageEntityType, ...), not plain str
     waiting[str(update.effective_user.id)] = {"last_seen": time.time(),
                                               "update": json.loads(update.to_json())}
@@ -293,27 +294,27 @@ def end_activity(update: Update, context: CallbackContext, conversation: str) ->
     assert update.effective_chat is not None and update.effective_user is not None
     chat_id = update.effective_chat.id
     chat_data = context.application.chat_data[chat_id]
-    waiting = chat_data.get(FORMS, {}).get(conversation, {})
-    waiting.pop(str(update.effective_user.id), None)
-    if not waiting:
-        chat_data.get(FORMS, {}).pop(conversation, None)
-    if not chat_data.get(FORMS, True):
-        chat_data.pop(FORMS)
+    deadlines = chat_data.get(DEADLINES, {})
+    deadlines.get(conversation, {}).pop(str(update.effective_user.id), None)
+    if not deadlines.get(conversation, True):
+        del deadlines[conversation]
+    if DEADLINES in chat_data and not deadlines:
+        del chat_data[DEADLINES]
     # a timeout job has no chat: say which chat changed, or it is not saved
     context.application.mark_data_for_update_persistence(chat_ids=chat_id)
 
 
-def conversation_timeout(application: Application, conversation: str) -> float:
-    """The ``conversation_timeout``, in seconds, of the conversation called ``conversation``."""
+def conversation_timeout(application: Application, conversation: str) -> float | None:
+    """The ``conversation_timeout``, in seconds, of the conversation called ``conversation``;
+    ``None`` if the Application has no such conversation, or it has no timeout."""
     for handlers in application.handlers.values():
         for handler in handlers:
             if isinstance(handler, ConversationHandler) and handler.name == conversation:
                 timeout = handler.conversation_timeout
-                if not timeout:
-                    break
-                return timeout if isinstance(timeout, int | float) else timeout.total_seconds()
-    raise LookupError(f"no ConversationHandler named {conversation!r} with a conversation_timeout "
-                      "was added to this Application")
+                if isinstance(timeout, dtm.timedelta):
+                    return timeout.total_seconds()
+                return timeout or None
+    return None
 
 
 def _deadline_job_name(chat_id: int, user_key: str, conversation: str) -> str:
@@ -324,7 +325,7 @@ async def _end_if_expired(application: Application, chat_id: int, conversation: 
                           last_seen: float) -> None:
     """Feed the conversation's last update back as a ConversationDeadline, unless the user moved
     the conversation on (or ended it) since ``last_seen``."""
-    waiting = application.chat_data[chat_id].get(FORMS, {}).get(conversation, {})
+    waiting = application.chat_data[chat_id].get(DEADLINES, {}).get(conversation, {})
     entry = waiting.get(user_key)
     if entry is None or entry["last_seen"] != last_seen:
         return
@@ -349,8 +350,16 @@ async def restore_jobs(application: Application) -> None:
     for chat_id, chat_data in list(application.chat_data.items()):
         for reminder in list(chat_data.get(REMINDERS, [])):
             await _restore_reminder(application, chat_id, reminder, now)
-        for conversation, waiting in list(chat_data.get(FORMS, {}).items()):
+        for conversation, waiting in list(chat_data.get(DEADLINES, {}).items()):
             timeout = conversation_timeout(application, conversation)
+            if timeout is None:  # renamed, removed, or no timeout any more: nothing to end
+                logger.warning("chat %s: deadlines stored for conversation %r, which has no "
+                               "conversation_timeout in this bot; they are dropped", chat_id, conversation)
+                del chat_data[DEADLINES][conversation]
+                if not chat_data[DEADLINES]:
+                    del chat_data[DEADLINES]
+                application.mark_data_for_update_persistence(chat_ids=chat_id)
+                continue
             for user_key, entry in list(waiting.items()):
                 deadline = entry["last_seen"] + timeout
                 job_data = (chat_id, conversation, user_key, entry["last_seen"])
@@ -371,8 +380,8 @@ async def _restore_reminder(application: Application, chat_id: int, reminder: Re
     chat_data = application.chat_data[chat_id]
     if reminder["sending"] is not None:
         logger.warning(
-            "reminder %s of chat %s (%r) was being sent when the bot stopped; it may or may not "
-            "have arrived, and is not sent again", reminder["id"], chat_id, reminder["text"])
+            "reminder %s of chat %s was being sent when the bot stopped; it may or may not have "
+            "arrived, and is not sent again (at most once)", reminder["id"], chat_id)
         application.mark_data_for_update_persistence(chat_ids=chat_id)
         if not reminder["every"]:
             chat_data[REMINDERS].remove(reminder)

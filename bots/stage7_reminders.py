@@ -220,7 +220,7 @@ async def form_timed_out(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     no answer for ``conversation_timeout`` seconds; :func:`deadline_passed` calls it after a
     restart. It says so in the chat, and the conversation ends."""
     end_form(update, context)
-    timeout = jobs.format_duration(jobs.conversation_timeout(context.application, FORM))
+    timeout = jobs.format_duration(jobs.conversation_timeout(context.application, FORM) or 0)
     await context.bot.send_message(update.effective_chat.id, TIMED_OUT.format(timeout=timeout))
 
 

@@ -265,7 +265,7 @@ async def test_a_run_is_never_sent_twice_even_if_the_bot_dies_right_after_sendin
 # The /new form and its timeout
 # --------------------------------------------------------------------------------------------
 def form_deadline(chat: OfflineChat) -> float:
-    [entry] = chat.app.chat_data[CHAT][jobs.FORMS][stage7.FORM].values()
+    [entry] = chat.app.chat_data[CHAT][jobs.DEADLINES][stage7.FORM].values()
     return entry["last_seen"]
 
 
@@ -275,7 +275,7 @@ async def test_the_form_sets_a_reminder(chat):
     assert await chat.send("soonish") == [stage7.BAD_WHEN.format(text="soonish")]
     [answer] = await chat.send("10m")
     assert answer.startswith("Reminder 1 set, once, in 10m")
-    assert jobs.FORMS not in chat.app.chat_data[CHAT]
+    assert jobs.DEADLINES not in chat.app.chat_data[CHAT]
 
 
 async def test_the_form_times_out_while_running(make_persistence):
@@ -286,7 +286,7 @@ async def test_the_form_times_out_while_running(make_persistence):
         assert await chat.send("stretch") == [], "the form is over: not an answer any more"
         await chat.restart()
         assert chat.unprompted_messages() == []
-        assert jobs.FORMS not in chat.app.chat_data[CHAT]
+        assert jobs.DEADLINES not in chat.app.chat_data[CHAT]
     assert errors == []
 
 
@@ -433,3 +433,14 @@ def test_kill_9_right_after_a_reminder_arrives_never_sends_it_again(tmp_path):
     )
     assert "⏰" not in again.stdout and stage7.NONE_YET in again.stdout
     assert "was being sent when the bot stopped" in again.stderr
+
+
+async def test_deadlines_of_a_form_that_no_longer_has_a_timeout_do_not_stop_the_bot(make_persistence, caplog):
+    errors: list[BaseException] = []
+    async with offline_bot(make_persistence, errors) as chat:
+        await chat.send("/new")
+    async with offline_bot(make_persistence, errors, form_timeout=0) as chat:  # timeout removed
+        assert "has no conversation_timeout in this bot; they are dropped" in caplog.text
+        assert jobs.DEADLINES not in chat.app.chat_data[CHAT]
+        assert await chat.send("stretch") == [stage7.ASK_WHEN], "the form itself goes on"
+    assert errors == []
