@@ -7,7 +7,7 @@ A widely read 2022 blog tutorial made its message-logging bot persistent with a 
 ``BasePersistence`` subclass on the stdlib ``sqlite3`` module. This module reconstructs that class
 (in the cookbook's own words and code) *with every one of its mistakes kept*, so that stage 2 of the
 cookbook - ``bots/stage2_article_sqlite.py``, ``notebooks/02_article_sqlite.ipynb`` and
-``tests/test_article_bugs.py`` - can show each of them happening under a real python-telegram-bot
+``tests/test_stage2_article_sqlite.py`` - can show each of them happening under a real python-telegram-bot
 ``Application``. The comments marked ``BUG n`` point at the numbered list in the stage 2 notebook.
 
 The design, as the tutorial had it:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import REPO
+from helpers import REPO
 
 from bots.lifecycle import record_lifecycle
 from persistence.recording import to_mermaid

@@ -17,11 +17,6 @@ GROUP = group_chat()
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "stage4.sqlite3"
-
-
-@pytest.fixture
 async def chat(db_path: Path):
     """The sign-up bot, offline, over a SQLite file that outlives restarts. A handler that raises
     would otherwise only be logged by PTB, so every error fails the test."""

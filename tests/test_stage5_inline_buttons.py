@@ -16,11 +16,6 @@ FRESH_MENU = f"{stage5.EXPIRED}\n{stage5.MENU_TEXT}"
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "stage5.sqlite3"
-
-
-@pytest.fixture
 def errors() -> list[BaseException]:
     return []
 
