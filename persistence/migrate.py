@@ -9,7 +9,8 @@ is one line, but that line starts on an empty database. This tool brings everyth
     python -m persistence.migrate stage1.pickle bot.sqlite3 --serializer pickle --dry-run
 
 Stop the bot first: the tool reads the source once and writes the target once. It needs room for
-a second copy of the target next to it while it runs.
+a second copy of the target next to it while it runs (``.NAME.migrate-PID``; a copy left by a
+killed run is removed by the next run).
 
 Where the data is, told by its form
 -----------------------------------
@@ -70,14 +71,15 @@ import abc
 import argparse
 import asyncio
 import gc
+import glob
 import json
 import math
 import os
 import pickle
 import re
+import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -283,10 +285,11 @@ class PickleStore(Store):
         return None  # pickle stores any picklable object; write() reports one that is not
 
     async def write(self, data: BotData, bot: ExtBot[None]) -> None:
-        # written next to the target under a temporary name, then moved into place
-        directory = Path(self.location).parent
-        with tempfile.TemporaryDirectory(dir=directory, prefix=".migrate-") as scratch:
-            prefix = str(Path(scratch) / Path(self.location).name)
+        # written into a directory next to the target, then moved into place
+        scratch = _scratch_for(Path(self.location))
+        scratch.mkdir()
+        try:
+            prefix = str(scratch / Path(self.location).name)
             persistence = PicklePersistence(prefix, single_file=self.single_file, on_flush=True)
             persistence.set_bot(bot)
             try:
@@ -300,6 +303,8 @@ class PickleStore(Store):
                     os.replace(made, final)
                 elif final.exists():  # nothing of this kind: PicklePersistence wrote no file
                     final.unlink()
+        finally:
+            _remove_scratch(scratch)
 
 
 class SQLiteStore(Store):
@@ -320,8 +325,8 @@ class SQLiteStore(Store):
         """The serializer an existing file was made with (its ``settings`` table), if readable."""
         if not self.exists():
             return None
-        try:
-            with sqlite3.connect(Path(self.location).absolute().as_uri() + "?mode=ro", uri=True) as db:
+        try:  # (not mode=ro: a read-only connection leaves the WAL files behind when it closes)
+            with sqlite3.connect(self.location) as db:
                 row = db.execute("SELECT value FROM settings WHERE name = 'serializer'").fetchone()
             db.close()
         except sqlite3.DatabaseError:
@@ -355,7 +360,7 @@ class SQLiteStore(Store):
         return data
 
     def _conversation_names(self) -> list[str]:
-        with sqlite3.connect(Path(self.location).absolute().as_uri() + "?mode=ro", uri=True) as db:
+        with sqlite3.connect(self.location) as db:
             names = [name for (name,) in db.execute("SELECT DISTINCT name FROM conversations")]
         db.close()
         return names
@@ -373,7 +378,7 @@ class SQLiteStore(Store):
         # that cannot be stored, a full disk or a crash leaves the target as it was. Every value is
         # encoded once, by SQLitePersistence itself, while it writes (PTB's save round, done once).
         target = Path(self.location)
-        scratch = target.with_name(f".{target.name}.migrate-{os.getpid()}")
+        scratch = _scratch_for(target)
         try:
             persistence = self._persistence(bot, scratch)
             results = await asyncio.gather(*_write_calls(persistence, data), return_exceptions=True)
@@ -396,7 +401,7 @@ class SQLiteStore(Store):
         except DatabaseFileError as exc:
             raise MigrationError(str(exc).replace(str(scratch), str(target))) from exc
         finally:
-            _remove_database(scratch)
+            _remove_scratch(scratch)
 
 
 def _open_elsewhere(path: Path) -> bool:
@@ -405,8 +410,37 @@ def _open_elsewhere(path: Path) -> bool:
     return any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm"))
 
 
-def _remove_database(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
+_SQLITE_FILES = ("", "-wal", "-shm", "-journal")  # a database and the files SQLite keeps beside it
+_SCRATCH = re.compile(r"\.migrate-(\d+)(-wal|-shm|-journal)?")
+
+
+def _scratch_for(path: Path) -> Path:
+    """This run's name for the new copy of ``path``, next to it: ``.NAME.migrate-PID``.
+
+    Copies that runs killed on the way left behind (their process is gone) are removed first:
+    they hold users' data, and nothing else would ever delete them."""
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.migrate-*"):
+        found = _SCRATCH.fullmatch(leftover.name[len(path.name) + 1:])
+        if found and not _running(int(found.group(1))):
+            _remove_scratch(leftover)
+    return path.with_name(f".{path.name}.migrate-{os.getpid()}")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_scratch(path: Path) -> None:
+    """Remove a scratch copy: a directory (Pickle), or a file with the files SQLite keeps beside it."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    for suffix in _SQLITE_FILES:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
@@ -480,7 +514,7 @@ class JSONStore(Store):
 
 def _replace_file(path: Path, text: str) -> None:
     """Write ``text`` to a new file next to ``path``, then move it into place: all or nothing."""
-    scratch = path.with_name(f".{path.name}.migrate-{os.getpid()}")
+    scratch = _scratch_for(path)
     try:
         scratch.write_text(text, encoding="utf-8")
         os.replace(scratch, path)

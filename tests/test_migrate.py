@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import importlib.util
 import json
+import os
+import pickle
+import pty
+import re
 import resource
 import shutil
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -334,3 +343,76 @@ def test_a_full_disk_leaves_no_target_and_no_scratch_file(tmp_path, target_name)
     assert done.stderr.startswith(f"error: Cannot write {target_name}") and "Traceback" not in done.stderr
     assert "It was not changed" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json"]
+
+
+# ---- attacks: garbage, a kill mid-write, a terminal ----------------------------------------------
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("half.pickle", (DATA / "ptb22.pickle").read_bytes()[:600], "pickle data was truncated"),
+    ("notes.pickle", b"remember the milk\n", "cannot be read as a PicklePersistence file"),
+    ("list.pickle", pickle.dumps([1, 2, 3]), "cannot be read as a PicklePersistence file"),
+    ("notes.sqlite3", b"remember the milk\n", "file is not a database"),
+    ("cut.json", b'{"user_data_json": {"1": ', "is not a JSON export"),
+])
+async def test_a_source_that_is_not_a_bots_data_is_refused_untouched(tmp_path, name, content, message):
+    source = tmp_path / name
+    source.write_bytes(content)
+    with pytest.raises(MigrationError, match=re.escape(message)) as caught:
+        await run(source, tmp_path / "bot.sqlite3")
+    assert name in str(caught.value) and "It was not changed" in str(caught.value)
+    assert source.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_a_run_killed_while_writing_leaves_the_old_target_or_the_new_one(tmp_path):
+    """SIGKILL while the tool writes: the target is never half of each, and the next run removes
+    the copy the killed one left (it holds users' data)."""
+    source, target = tmp_path / "export.json", tmp_path / "bot.sqlite3"
+    new = BotData(chat_data={chat_id: {"messages": [f"note {n}" for n in range(20)]}
+                             for chat_id in range(20_000)})
+    source.write_text(json.dumps(export_json(new)))
+    old = BotData(user_data={5: {"old": True}})
+    asyncio.run(write_sqlite(target, old))
+    command = [sys.executable, "-m", "persistence.migrate", source.name, target.name, "--replace"]
+    tool = subprocess.Popen(command, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    scratch = tmp_path / f".bot.sqlite3.migrate-{tool.pid}"
+    deadline = time.monotonic() + 60
+    while not scratch.exists() and tool.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # waiting for the event (the copy appears), not for a duration
+    tool.kill()
+    tool.communicate()
+    found = asyncio.run(read_all(target))
+    assert value_differs_all(old, found) is None or value_differs_all(new, found) is None
+
+    asyncio.run(run(DATA / "ptb22.pickle", tmp_path / "other.sqlite3", serializer="pickle"))
+    assert not list(tmp_path.glob(".other*"))
+    done = cli(source.name, target.name, "--replace", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bot.sqlite3", "export.json", "other.sqlite3"]
+    assert value_differs_all(new, asyncio.run(read_all(target))) is None
+
+
+def test_a_progress_bar_shows_on_a_terminal(tmp_path):
+    """tqdm draws on stderr when it is a terminal (here a pseudo-terminal), and never otherwise."""
+    shutil.copy(DATA / "ptb21.pickle", tmp_path / "bot.pickle")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    try:
+        done = subprocess.run([sys.executable, "-m", "persistence.migrate", "bot.pickle", "bot.sqlite3",
+                               "--serializer", "pickle"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=follower, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+        os.close(follower)
+        drawn = b""
+        while chunk := _read_pty(leader):
+            drawn += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0
+    assert b"verifying:" in drawn and b"values/s" in drawn
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the other side is closed and everything was read
+        return b""
