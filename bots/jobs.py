@@ -35,7 +35,11 @@ The rules:
   the claim and Telegram's answer. (The other order - send, then save - sends it twice after
   such a crash, and a reminder arriving twice is the bug users notice.) If the claim cannot be
   written, nothing is sent and the run is tried again ``RETRY_AFTER`` seconds later.
+* **A failed send is not retried.** Once claimed, a run is over whether Telegram took the message
+  or refused it (the error goes to the error handlers): the bot cannot tell whether a timed-out
+  request was delivered, and at most once means not guessing.
 * **Cancel stays cancelled.** Cancelling removes the dict and the job, and writes the chat at once.
+* **Supergroups.** :func:`migrate_chat` moves the reminders, and their jobs, to the new chat id.
 * **Conversation timeouts.** ``ConversationHandler(conversation_timeout=...)`` keeps its timers in
   the JobQueue too. :func:`note_activity` records, in ``chat_data``, when a user last moved their
   conversation on and the update that did it. At start-up :func:`restore_jobs` schedules the end of
@@ -57,7 +61,7 @@ import time
 import warnings
 from typing import Any
 
-from telegram import Update
+from telegram import Message, Update
 from telegram.ext import Application, CallbackContext, ConversationHandler
 
 logger = logging.getLogger(__name__)
@@ -176,6 +180,23 @@ async def cancel_reminder(application: Application, chat_id: int, reminder_id: i
     _unschedule(application, job_name(chat_id, reminder_id))
     await save_chat_now(application, chat_id)
     return reminder
+
+
+async def migrate_chat(application: Application, message: Message) -> None:
+    """A group became a supergroup (``message.migrate_to_chat_id``): move the chat's data to the
+    new id with ``Application.migrate_chat_data``, and its reminders' jobs with it.
+
+    PTB does not move conversation states to the new id, so a form left open in the old group
+    cannot be answered any more: its deadline is dropped rather than moved."""
+    old_id, new_id = message.chat_id, message.migrate_to_chat_id
+    assert new_id is not None
+    application.migrate_chat_data(message=message)
+    chat_data = application.chat_data[new_id]
+    chat_data.pop(DEADLINES, None)
+    for reminder in chat_data.get(REMINDERS, []):
+        _unschedule(application, job_name(old_id, reminder["id"]))
+        schedule(application, new_id, reminder)
+    await save_chat_now(application, new_id)
 
 
 def schedule(application: Application, chat_id: int, reminder: Reminder, delay: float | None = None) -> None:

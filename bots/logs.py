@@ -20,6 +20,8 @@ async def log_error(update: object, context: CallbackContext) -> None:
         chat = update.effective_chat.id if update.effective_chat else None
         user = update.effective_user.id if update.effective_user else None
         where = f"while handling an update (chat {chat}, user {user})"
+    elif context.job is not None:
+        where = f"in job {context.job.name!r} (chat {context.job.chat_id})"
     elif update is None:
         where = "while saving (update_persistence)"
     else:

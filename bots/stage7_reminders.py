@@ -58,6 +58,12 @@ FORM = "new_reminder"
 
 WHAT, WHEN = range(2)
 
+MAX_REMINDERS = 100
+"""Reminders one chat may have at a time."""
+
+MAX_TEXT = 1000
+"""The longest reminder text, in characters (a Telegram message holds 4096)."""
+
 DURATIONS = "30s, 10m, 1h30m or 2d"
 REMIND_USAGE = f"Use /remind <duration> <text>, e.g. /remind 10m stretch (durations: {DURATIONS})."
 EVERY_USAGE = f"Use /every <duration> <text>, e.g. /every 1h drink water (durations: {DURATIONS})."
@@ -99,6 +105,8 @@ def parse_reminder(args: list[str], usage: str) -> tuple[int, str]:
     text = " ".join(args[1:]).strip()
     if not text:
         raise ValueError(f"What should I remind you of? {usage}")
+    if len(text) > MAX_TEXT:
+        raise ValueError(f"That text has {len(text)} characters; a reminder holds {MAX_TEXT}. {usage}")
     return seconds, text
 
 
@@ -106,6 +114,11 @@ async def set_reminder(update: Update, context: ContextTypes.DEFAULT_TYPE, secon
                        every: bool) -> None:
     """Store and schedule a reminder, and confirm it with its number."""
     chat_id = update.effective_chat.id
+    if len(jobs.reminders_of(context.chat_data)) >= MAX_REMINDERS:
+        await update.effective_message.reply_text(
+            f"This chat has {MAX_REMINDERS} reminders, the most it can have. "
+            f"Cancel one first: /reminders lists them, /cancel <number> cancels one.")
+        return
     reminder = await jobs.add_reminder(context.application, chat_id, text, seconds,
                                        every=seconds if every else None)
     how = f"every {jobs.format_duration(seconds)}, first" if every else "once,"
@@ -163,6 +176,13 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await update.effective_message.reply_text(f"There is no reminder {number} here. {CANCEL_USAGE}")
         return
     await update.effective_message.reply_text(f"Reminder {number} cancelled: {reminder['text']}")
+
+
+async def migrate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A group became a supergroup: its reminders move with it. Telegram sends a service message
+    in each chat; only the old group's one (``migrate_to_chat_id``) is acted on."""
+    if update.effective_message.migrate_to_chat_id:
+        await jobs.migrate_chat(context.application, update.effective_message)
 
 
 # The /new form -----------------------------------------------------------------------------------
@@ -283,6 +303,7 @@ def build_application(
     app.add_handler(CommandHandler("every", every))
     app.add_handler(CommandHandler("reminders", list_reminders))
     app.add_handler(CommandHandler("cancel", cancel))
+    app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, migrate))
     app.add_error_handler(log_error)
     return app
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import sqlite3
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from telegram.error import Forbidden
 from telegram.ext import (
     Application,
     BasePersistence,
@@ -31,7 +33,15 @@ from telegram.ext import (
 
 from bots import jobs
 from bots import stage7_reminders as stage7
-from bots.offline import ALICE, OFFLINE_TOKEN, OfflineChat
+from bots.offline import (
+    ALICE,
+    OFFLINE_TOKEN,
+    OfflineBotAPI,
+    OfflineChat,
+    group_chat,
+    migration_updates,
+    supergroup_chat,
+)
 from persistence.sqlite import SQLitePersistence
 
 REPO = Path(__file__).resolve().parent.parent
@@ -444,3 +454,63 @@ async def test_deadlines_of_a_form_that_no_longer_has_a_timeout_do_not_stop_the_
         assert jobs.DEADLINES not in chat.app.chat_data[CHAT]
         assert await chat.send("stretch") == [stage7.ASK_WHEN], "the form itself goes on"
     assert errors == []
+
+
+class BlockingAPI(OfflineBotAPI):
+    """The offline Bot API, answering ``sendMessage`` the way Telegram does once the user has
+    blocked the bot, when ``blocked`` is set."""
+
+    blocked = False
+
+    async def do_request(self, url: str, method: str, request_data=None, **timeouts) -> tuple[int, bytes]:
+        if self.blocked and url.endswith("/sendMessage"):
+            body = {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}
+            return 403, json.dumps(body).encode()
+        return await super().do_request(url, method, request_data, **timeouts)
+
+
+async def test_a_send_that_fails_is_reported_and_not_retried(make_persistence):
+    errors: list[BaseException] = []
+    chat = offline_bot(make_persistence, errors)
+    chat.api = api = BlockingAPI()
+    async with chat:
+        await chat.send("/remind 1s stretch")
+        api.blocked = True
+        failed = LogEvent("in job 'reminder 1001:1' (chat 1001)")
+        logging.getLogger("bots").addHandler(failed)
+        try:
+            async with asyncio.timeout(10):
+                await failed.event.wait()
+        finally:
+            logging.getLogger("bots").removeHandler(failed)
+        api.blocked = False
+        assert [type(error) for error in errors] == [Forbidden]
+        assert chat.app.chat_data[CHAT][jobs.REMINDERS] == [], "the run is over: at most once"
+        await chat.restart()
+        assert chat.unprompted_messages() == [] and reminder_jobs(chat) == []
+
+
+async def test_reminders_move_with_a_group_that_becomes_a_supergroup(make_persistence):
+    errors: list[BaseException] = []
+    group, supergroup = group_chat(), supergroup_chat()
+    async with offline_bot(make_persistence, errors) as chat:
+        await chat.send("/every 1h drink water", chat=group)
+        for update in migration_updates(chat.app, chat.api, group, supergroup):
+            await chat.feed(update)
+        assert [job.name for job in chat.app.job_queue.jobs()] == [f"reminder {supergroup.id}:1"]
+        await chat.restart()
+        assert [job.name for job in chat.app.job_queue.jobs()] == [f"reminder {supergroup.id}:1"]
+        [listing] = await chat.send("/reminders", chat=supergroup)
+        assert "1. every 1h, next in " in listing
+    assert errors == []
+
+
+async def test_a_chat_holds_at_most_max_reminders_and_texts_have_a_limit(chat, monkeypatch):
+    monkeypatch.setattr(stage7, "MAX_REMINDERS", 2)
+    await chat.send("/remind 1h one")
+    await chat.send("/remind 1h two")
+    [answer] = await chat.send("/remind 1h three")
+    assert answer.startswith("This chat has 2 reminders, the most it can have.")
+    [answer] = await chat.send("/remind 1h " + "x" * (stage7.MAX_TEXT + 1))
+    assert answer.startswith(f"That text has {stage7.MAX_TEXT + 1} characters")
+    assert len(reminder_jobs(chat)) == 2
