@@ -50,8 +50,9 @@ class Stage:
 
 
 CHAT_COMMANDS = """\
-offline chat (no BOT_TOKEN): each line you type is a message from Alice, and the
-bot's replies are printed. Besides the bot's own commands:
+offline chat (no BOT_TOKEN): each line you type is a message from Alice; the
+bot's replies, and what it sends on its own (a reminder), are printed. Besides the
+bot's own commands:
   /restart       restart the bot over the same data (shutdown saves, a new one loads)
   /click LABEL   press a button of the last inline keyboard the bot sent
   /quit          save and exit; so do end of input (Ctrl+D) and Ctrl+C"""
