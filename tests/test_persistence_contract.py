@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from postgres_server import make_postgres_persistence
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import (
     BasePersistence,
@@ -51,6 +52,7 @@ BUILTIN = {
     "pickle": PicklePersistence,
     "sqlite": SQLitePersistence,
     "shared": SharedSQLitePersistence,
+    "postgres": make_postgres_persistence,
 }
 
 

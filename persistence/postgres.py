@@ -1,0 +1,770 @@
+"""PostgresPersistence: several python-telegram-bot (v22) processes sharing one PostgreSQL database.
+
+Copy this file into your project together with ``sqlite.py`` and ``shared.py`` (it reuses their
+exact JSON codec and their merge); it needs ``python-telegram-bot`` and ``asyncpg``::
+
+    from postgres_persistence import IsolatingApplication, PostgresPersistence
+
+    persistence = PostgresPersistence("postgresql://bot:secret@db.example/bot")
+    app = (ApplicationBuilder().token(TOKEN).application_class(IsolatingApplication)
+           .persistence(persistence).build())
+
+Every process of the bot runs this same code over the same database; each update may land on any
+of them (a load balancer in front of several webhook workers, or one receiver handing updates to
+several workers).
+
+Why one more persistence
+------------------------
+PTB loads all data once at start-up and writes what changed every ``update_interval`` seconds. With
+several processes that loses updates: two processes each add 1 to the same user's counter in their
+own copy, and the later save wins. ``ConversationHandler`` is worse: it reads its states once, so a
+form whose second step lands on another process starts over. :class:`IsolatingApplication` fixes
+both, the way aiogram's ``RedisEventIsolation`` does: **each update runs with its user and its chat
+locked in every process** (an ``asyncio`` lock, then a PostgreSQL advisory lock in a transaction);
+under the lock their rows and the conversation states for the update's key are read fresh, the
+handlers run, and the rows are written before the lock is released. Updates for different users
+and chats still run concurrently; updates for the same user or chat take turns, in every process.
+
+Arguments of :class:`PostgresPersistence`
+-----------------------------------------
+``dsn``
+    A libpq connection string (``postgresql://user:password@host:port/database``).
+``store_data``, ``update_interval``
+    As for every ``BasePersistence``. User data, chat data and conversations are written at the
+    end of each update by the isolation; the periodic save writes bot data, callback data and
+    anything changed outside an update (see :meth:`IsolatingApplication.isolated`).
+``serializer``
+    ``"json"`` (default; rows are readable JSON text, the exact codec of ``sqlite.py``: dict
+    with any keys, list, tuple, str, int, float, bool, None, with their types) or ``"pickle"``.
+``schema``
+    The PostgreSQL schema holding the tables (default ``"public"``); created if missing. Several
+    bots can share one database, each in its own schema.
+``pool_size``
+    Connections per process (default 10). An update holds one while it runs: with
+    ``concurrent_updates(N)``, at most ``pool_size`` updates of different users run at once.
+
+Tables (``\\dt`` in psql)
+-----------------------
+``user_data(user_id bigint PRIMARY KEY, data, version bigint)``, ``chat_data(chat_id ...)``,
+``bot_data(id = 0, data, version)``, ``callback_data(id = 0, ...)``,
+``conversations(name text, key text, state)`` and ``ptb_settings(name, value)`` (the schema version
+and the serializer). ``data`` and ``state`` are ``text`` (JSON) or ``bytea`` (pickle); a
+conversation key is the JSON list of PTB's key tuple, e.g. ``[-4001, 1001]``. ``version`` changes
+with every write (a trigger bumps it when another program forgets), which is how a process notices
+rows changed behind its back. Tables of another program, or a schema made by a newer version of
+this file, are refused with one :class:`PostgresSchemaError` naming them; nothing is changed.
+
+Guarantees (each tested with four processes and random routing, ``tests/test_stage9_several_processes.py``)
+-------------------------------------------------------------------------------------------------------
+* A user's and a chat's data never lose an update, whichever processes handle them: a handler's
+  read-modify-write (``user_data["n"] += 1``) stays exact.
+* Bot data: each save merges top-level key by key with what other processes saved (the merge of
+  ``shared.py``): keys written by different processes are all kept; if two change the same key,
+  the last save wins.
+* A persistent conversation continues at the right step whichever process gets the next message.
+* A job that changes a user's or chat's data is as safe as a handler when its callback runs inside
+  ``async with context.application.isolated(user_id=..., chat_id=...)``.
+
+Costs and limits: each update with a user or chat takes one pooled connection and four short
+statements (begin + lock, read, write, commit) - about 0.5 ms on a local server. Handlers with
+``block=False`` run after the lock is released: their changes are saved by the periodic save,
+merged key by key. Nested and ``per_message`` conversations are loaded once, as PTB does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+from telegram import Update
+from telegram.ext import Application, BasePersistence, ConversationHandler, PersistenceInput
+
+from persistence.sqlite import DataNotStorableError
+from persistence.sqlite import SQLitePersistence as _Codec
+
+SCHEMA_VERSION = 1
+MADE_BY = "PostgresPersistence"
+
+_KEY_COLUMN = {"user_data": "user_id", "chat_data": "chat_id", "bot_data": "id", "callback_data": "id"}
+_WHAT = {"user_data": "user_data of user {}", "chat_data": "chat_data of chat {}",
+         "bot_data": "bot_data", "callback_data": "callback_data"}
+_TABLES = (*_KEY_COLUMN, "conversations", "ptb_settings")
+
+
+class PostgresSchemaError(RuntimeError):
+    """The database cannot be used: another program's tables, a newer schema, another serializer,
+    or no server at the address. The message names it and the fix; nothing was changed."""
+
+
+def _schema_sql(schema: str, kind: str) -> list[str]:
+    """The statements that create the tables in ``schema``; ``kind`` is the data column type."""
+    statements = [
+        f"CREATE TABLE {schema}.ptb_settings (name text PRIMARY KEY, value text NOT NULL)",
+        f"CREATE TABLE {schema}.conversations (name text NOT NULL, key text NOT NULL,"
+        f" state {kind} NOT NULL, PRIMARY KEY (name, key))",
+        # another program that changes `data` but not `version` still changes the version
+        f"CREATE FUNCTION {schema}.ptb_bump_version() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN IF NEW.version = OLD.version AND NEW.data IS DISTINCT FROM OLD.data THEN"
+        " NEW.version := (random() * 9e18)::bigint; END IF; RETURN NEW; END $$",
+    ]
+    for table, column in _KEY_COLUMN.items():
+        check = f" CHECK ({column} = 0)" if column == "id" else ""
+        statements += [
+            f"CREATE TABLE {schema}.{table} ({column} bigint PRIMARY KEY{check}, data {kind} NOT NULL,"
+            " version bigint NOT NULL DEFAULT (random() * 9e18)::bigint)",
+            f"CREATE TRIGGER {table}_version BEFORE UPDATE ON {schema}.{table}"
+            f" FOR EACH ROW EXECUTE FUNCTION {schema}.ptb_bump_version()",
+        ]
+    return statements
+
+
+def _lock_key(schema: str, kind: str, ident: int) -> int:
+    """The advisory lock (a signed 64-bit number) of one user or chat of one bot (schema).
+    Two ids sharing a number only wait for each other; they are never wrong."""
+    digest = hashlib.blake2b(f"{schema}:{kind}:{ident}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _safe_dsn(dsn: str) -> str:
+    """``dsn`` without its password, for error messages."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", dsn)
+
+
+def _new_version() -> int:
+    return random.getrandbits(63)
+
+
+_DELETE = object()  # the value of a queued write that deletes its row
+_SKIP = object()  # in a save round: the isolation writes this row
+
+
+@dataclass(eq=False)
+class _Write:
+    """One queued write of a save round: ``table``/``key`` with a value to store, or ``_DELETE``."""
+
+    table: str
+    key: Any
+    value: Any
+    what: str
+    lock: list[int] = field(default_factory=list)  # advisory locks to take first (managed ids)
+    base: Any = None  # the row as this process knew it when PTB copied the data (for the merge)
+    written: Any = None  # (version, stored data) once committed
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass
+class _Hold:
+    """One isolated section: the transaction that holds the advisory locks, and the live data."""
+
+    conn: Any
+    rows: dict[tuple[str, int], dict] = field(default_factory=dict)
+    conversations: list[tuple[str, Any, tuple]] = field(default_factory=list)  # (name, states, key)
+
+
+class PostgresPersistence(BasePersistence):
+    """A ``BasePersistence`` on PostgreSQL for one or several bot processes (``asyncpg``).
+
+    Args:
+        dsn (:obj:`str`): libpq connection string of the database.
+        store_data (:class:`telegram.ext.PersistenceInput`, optional): kinds of data to store.
+        update_interval (:obj:`int` | :obj:`float`, optional): seconds between periodic saves.
+        serializer (:obj:`str`, optional): ``"json"`` (default) or ``"pickle"``.
+        schema (:obj:`str`, optional): PostgreSQL schema of the tables (default ``"public"``).
+        pool_size (:obj:`int`, optional): connections per process (default 10).
+
+    Use it with :class:`IsolatingApplication` when more than one process serves the bot; see the
+    module docstring for the tables, the guarantees and their costs.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        store_data: PersistenceInput | None = None,
+        update_interval: float = 60,
+        serializer: Literal["json", "pickle"] = "json",
+        schema: str = "public",
+        pool_size: int = 10,
+    ) -> None:
+        super().__init__(store_data=store_data, update_interval=update_interval)
+        if serializer not in ("json", "pickle"):
+            raise ValueError(f"serializer must be 'json' or 'pickle', not {serializer!r}")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+            raise ValueError(f"schema must be a lower-case SQL name (letters, digits, _), not {schema!r}")
+        self.dsn = dsn
+        self.serializer = serializer
+        self.schema = schema
+        self.pool_size = pool_size
+        self._codec = _Codec(f"PostgreSQL {_safe_dsn(dsn)}", serializer=serializer)
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+        # each row as this process last read or wrote it: {(table, key): (version, stored data)}
+        self._known: dict[tuple[str, Any], tuple[int, Any]] = {}
+        self._queue: list[_Write] = []
+        self._writer: asyncio.Task | None = None
+        # isolation: in-process locks, the holds of running updates, rounds of PTB's periodic save
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._held: dict[tuple[str, Any], int] = {}  # (table or conversation, key) -> sections
+        self._managed: set[tuple[str, Any]] = set()  # rows the isolation writes itself
+        # during PTB's save round: rows as they were when PTB copied the data (_SKIP: an isolated
+        # update was running on the row then, or has run since - it wrote everything newer)
+        self._round: dict[tuple[str, Any], Any] | None = None
+
+    def set_bot(self, bot: Any) -> None:
+        super().set_bot(bot)
+        self._codec.set_bot(bot)
+
+    # ---- the connection pool ----------------------------------------------------------------
+    async def _connect(self) -> asyncpg.Pool:
+        """The pool; the first call (again after ``flush()``) connects and checks the schema."""
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    try:
+                        pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
+                    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                        raise PostgresSchemaError(
+                            f"Cannot connect to PostgreSQL at {_safe_dsn(self.dsn)}: {exc}. Check that "
+                            "the server runs and the address, user, password and database are right."
+                        ) from exc
+                    try:
+                        async with pool.acquire() as conn:
+                            await self._check_schema(conn)
+                    except BaseException:
+                        await pool.close()
+                        raise
+                    self._pool = pool
+        return self._pool
+
+    async def _check_schema(self, conn: Any) -> None:
+        """Create the tables in a new schema; refuse another program's tables or a newer schema."""
+        s = self.schema
+        async with conn.transaction():
+            # several processes starting at once: one creates, the others wait and then check
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(s, "schema", 0))
+            existing = {row[0] for row in await conn.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", s)}
+            if "ptb_settings" not in existing:
+                clash = sorted(existing & set(_TABLES))
+                if clash:
+                    raise PostgresSchemaError(
+                        f"Schema {s!r} of {_safe_dsn(self.dsn)} has tables {', '.join(clash)} that "
+                        f"were not made by {MADE_BY}. Nothing was changed. Pass another schema= "
+                        "(or database) for the bot."
+                    )
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+                for statement in _schema_sql(s, "text" if self.serializer == "json" else "bytea"):
+                    await conn.execute(statement)
+                await conn.executemany(f"INSERT INTO {s}.ptb_settings VALUES ($1, $2)", [
+                    ("made_by", MADE_BY), ("schema_version", str(SCHEMA_VERSION)),
+                    ("serializer", self.serializer)])
+                return
+            settings = dict(await conn.fetch(f"SELECT name, value FROM {s}.ptb_settings"))
+            if settings.get("made_by") != MADE_BY:
+                raise PostgresSchemaError(
+                    f"Schema {s!r} of {_safe_dsn(self.dsn)} has a ptb_settings table of another "
+                    f"program. Nothing was changed. Pass another schema= (or database) for the bot.")
+            version = int(settings.get("schema_version", "0"))
+            if version > SCHEMA_VERSION:
+                raise PostgresSchemaError(
+                    f"Schema {s!r} of {_safe_dsn(self.dsn)} has schema version {version}, made by a "
+                    f"newer {MADE_BY} (this one knows version {SCHEMA_VERSION}). Nothing was "
+                    "changed. Update persistence/postgres.py to the newer version.")
+            if settings.get("serializer") != self.serializer:
+                raise PostgresSchemaError(
+                    f"Schema {s!r} of {_safe_dsn(self.dsn)} stores its data with "
+                    f"serializer={settings.get('serializer')!r}, but this {MADE_BY} was created "
+                    f"with serializer={self.serializer!r}. Nothing was changed. Pass "
+                    f"serializer={settings.get('serializer')!r}.")
+
+    # ---- encoding: the exact codec of sqlite.py --------------------------------------------------
+    def _encode(self, value: Any, what: str) -> Any:
+        return self._codec._encode(value, what)
+
+    def _decode(self, stored: Any, what: str) -> Any:
+        return self._codec._decode(stored, what)
+
+    # ---- writing: every write of a save round goes into one transaction -------------------------
+    async def _submit(self, write: _Write) -> None:
+        """Queue ``write`` and wait until it is committed (or has failed). PTB starts all writes of
+        a save round at once; the first starts the writer task, which commits them together."""
+        self._queue.append(write)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queue())
+        await write.done
+
+    async def _write_queue(self) -> None:
+        await asyncio.sleep(0)  # let the other writes of this round join the queue
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                await self._write_batch(batch)
+            except BaseException as exc:
+                for write in batch:
+                    if not write.done.done():
+                        write.done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+    async def _write_batch(self, batch: list[_Write]) -> None:
+        pool = await self._connect()
+        async with pool.acquire() as conn, conn.transaction():
+            for key in sorted({key for write in batch for key in write.lock}):
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+            await self._merge_other_writers(conn, batch)
+            rows: dict[str, list[tuple]] = {}
+            for write in list(batch):
+                try:
+                    params = self._params(write)
+                except DataNotStorableError as exc:  # fails alone: the round's other writes go on
+                    write.done.set_exception(exc)
+                    batch.remove(write)
+                    continue
+                rows.setdefault(self._statement(write), []).append(params)
+            for sql, params_list in rows.items():
+                await conn.executemany(sql, params_list)
+        for write in batch:
+            if write.table in _KEY_COLUMN:
+                self._note_known((write.table, write.key), write.written)
+            elif write.table == "conversations":
+                self._note_known(("conversations", write.key),
+                                 None if write.value is _DELETE else (0, write.value))
+            if not write.done.done():
+                write.done.set_result(None)
+
+    def _params(self, write: _Write) -> tuple:
+        if write.table == "conversations":
+            name, key = write.key
+            if write.value is _DELETE:
+                return (name, key)
+            return (name, key, self._encode(write.value, write.what))
+        if write.value is _DELETE:
+            return (write.key,)
+        data, version = self._encode(write.value, write.what), _new_version()
+        write.written = (version, data)
+        return (write.key, data, version)
+
+    def _statement(self, write: _Write) -> str:
+        s = self.schema
+        if write.table == "conversations":
+            if write.value is _DELETE:
+                return f"DELETE FROM {s}.conversations WHERE name = $1 AND key = $2"
+            return (f"INSERT INTO {s}.conversations (name, key, state) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (name, key) DO UPDATE SET state = excluded.state")
+        column = _KEY_COLUMN[write.table]
+        if write.value is _DELETE:
+            return f"DELETE FROM {s}.{write.table} WHERE {column} = $1"
+        return (f"INSERT INTO {s}.{write.table} ({column}, data, version) VALUES ($1, $2, $3)"
+                f" ON CONFLICT ({column}) DO UPDATE SET data = excluded.data, version = excluded.version")
+
+    async def _merge_other_writers(self, conn: Any, batch: list[_Write]) -> None:
+        """Inside the save's transaction: rows another process changed since this one last read or
+        wrote them keep that process's changes, top-level key by key (see :func:`_merge`)."""
+        for write in batch:
+            if write.table not in ("user_data", "chat_data", "bot_data") or write.value is _DELETE:
+                continue
+            base = write.base
+            row = await conn.fetchrow(
+                f"SELECT version, data FROM {self.schema}.{write.table}"
+                f" WHERE {_KEY_COLUMN[write.table]} = $1 FOR UPDATE", write.key)
+            if row is None or (base is not None and row["version"] == base[0]):
+                continue
+            theirs = self._decode(row["data"], write.what)
+            ancestor = self._decode(base[1], write.what) if base else {}
+            if isinstance(write.value, dict) and isinstance(theirs, dict):
+                write.value = dict(write.value)
+                for name, value in _merge(write.value, theirs, ancestor).items():
+                    _put(write.value, name, value)
+
+    async def _write(self, table: str, key: Any, value: Any, what: str | None = None) -> None:
+        """Queue one row's write (``_DELETE``: its deletion) for the current save round."""
+        write = _Write(table, key, value, what or _WHAT.get(table, "").format(key))
+        row = (table, key)
+        # what the row was when PTB copied the data for this round (the base of the merge)
+        write.base = self._known.get(row)
+        if self._round is not None:
+            write.base = self._round.get(row, write.base)
+        if row in self._managed and value is not _DELETE:
+            # The isolation wrote this row at the end of every update that changed it. PTB's copy
+            # is news only if it differs from the row as it was when copied, and no isolated
+            # update was running on it then or has run since (that one wrote everything newer).
+            if write.base is _SKIP or self._held.get(row):
+                return
+            stored = write.base[1] if write.base is not None else None
+            if table == "conversations" and _same(value, stored):
+                return
+            if table != "conversations" and stored is not None and self._encode(value, write.what) == stored:
+                return
+            if table != "conversations":
+                write.lock = [self._lock_of(row)]  # changed outside an update: lock it like one
+        await self._submit(write)
+
+    # ---- reading --------------------------------------------------------------------------------
+    async def _load_table(self, table: str) -> dict[int, Any]:
+        pool = await self._connect()
+        column = _KEY_COLUMN[table]
+        rows = await pool.fetch(f"SELECT {column}, data, version FROM {self.schema}.{table}")
+        loaded = {}
+        for key, data, version in rows:
+            loaded[key] = self._decode(data, _WHAT[table].format(key))
+            self._known[table, key] = (version, data)
+        return loaded
+
+    async def get_user_data(self) -> dict[int, Any]:
+        """All users' data, loaded once by ``Application.initialize()``."""
+        return await self._load_table("user_data")
+
+    async def get_chat_data(self) -> dict[int, Any]:
+        """All chats' data, loaded once by ``Application.initialize()``."""
+        return await self._load_table("chat_data")
+
+    async def get_bot_data(self) -> dict[Any, Any]:
+        """The bot's data (``{}`` if none is stored)."""
+        return (await self._load_table("bot_data")).get(0, {})
+
+    async def get_callback_data(self) -> Any:
+        """The callback data cache as PTB stored it, or ``None``."""
+        return (await self._load_table("callback_data")).get(0)
+
+    async def get_conversations(self, name: str) -> dict[tuple[int | str, ...], object]:
+        """The states of the conversations of the ``ConversationHandler`` called ``name``."""
+        pool = await self._connect()
+        rows = await pool.fetch(f"SELECT key, state FROM {self.schema}.conversations WHERE name = $1", name)
+        conversations: dict[tuple[int | str, ...], object] = {}
+        for key, state in rows:
+            conversations[tuple(json.loads(key))] = self._decode(state, f"conversation {name!r} key {key}")
+            self._known["conversations", (name, key)] = (0, conversations[tuple(json.loads(key))])
+        return conversations
+
+    async def update_user_data(self, user_id: int, data: dict[Any, Any]) -> None:
+        """Store one user's data (PTB calls this for each changed user at every save)."""
+        await self._write("user_data", user_id, data)
+
+    async def update_chat_data(self, chat_id: int, data: dict[Any, Any]) -> None:
+        """Store one chat's data (PTB calls this for each changed chat at every save)."""
+        await self._write("chat_data", chat_id, data)
+
+    async def update_bot_data(self, data: dict[Any, Any]) -> None:
+        """Store the bot's data, merged key by key with other processes' saves."""
+        await self._write("bot_data", 0, data)
+
+    async def update_callback_data(self, data: Any) -> None:
+        """Store the callback data cache (PTB calls this at every save)."""
+        await self._write("callback_data", 0, data)
+
+    async def update_conversation(
+        self, name: str, key: tuple[int | str, ...], new_state: object | None
+    ) -> None:
+        """Store a conversation's state; ``None`` means it ended, so its row is deleted."""
+        if any(type(part) not in (int, str) for part in key):
+            raise DataNotStorableError(f"conversation {name!r}: key {key!r} has a part that is "
+                                       "neither int nor str")
+        await self._write("conversations", (name, _conversation_key(key)),
+                          _DELETE if new_state is None else new_state,
+                          f"the state of conversation {name!r} for key {key!r}")
+
+    async def drop_user_data(self, user_id: int) -> None:
+        """Delete a user's row (after ``Application.drop_user_data``)."""
+        await self._write("user_data", user_id, _DELETE)
+
+    async def drop_chat_data(self, chat_id: int) -> None:
+        """Delete a chat's row (after ``Application.drop_chat_data`` or a migration)."""
+        await self._write("chat_data", chat_id, _DELETE)
+
+    async def refresh_user_data(self, user_id: int, user_data: dict[Any, Any]) -> None:
+        """Before a handler: another process's changes to this user (the isolation has read the
+        row already when it holds this user)."""
+        if not self._held.get(("user_data", user_id)):
+            await self._refresh("user_data", user_id, user_data)
+
+    async def refresh_chat_data(self, chat_id: int, chat_data: dict[Any, Any]) -> None:
+        """Before a handler: another process's changes to this chat."""
+        if not self._held.get(("chat_data", chat_id)):
+            await self._refresh("chat_data", chat_id, chat_data)
+
+    async def refresh_bot_data(self, bot_data: dict[Any, Any]) -> None:
+        """Before a handler: the keys other processes saved since this one last read bot data."""
+        await self._refresh("bot_data", 0, bot_data)
+
+    async def _refresh(self, table: str, key: int, live: dict, conn: Any = None) -> None:
+        """Bring ``live`` up to date with the row, in place: take the top-level keys another process
+        changed since this one last read or wrote the row (never keys changed here meanwhile)."""
+        row = (table, key)
+        before = self._known.get(row)
+        sql = (f"SELECT version, CASE WHEN version = $2 THEN NULL ELSE data END"
+               f" FROM {self.schema}.{table} WHERE {_KEY_COLUMN[table]} = $1")
+        if conn is None:
+            found = await (await self._connect()).fetchrow(sql, key, before[0] if before else None)
+        else:
+            found = await conn.fetchrow(sql, key, before[0] if before else None)
+        if self._known.get(row) is not before:
+            return  # a save wrote this row meanwhile: what was read is not news
+        if (found is not None and found[1] is None) or (found is None and before is None):
+            return  # unchanged, or nothing stored and nothing known
+        what = _WHAT[table].format(key)
+        theirs = self._decode(found[1], what) if found is not None else {}
+        base = self._decode(before[1], what) if before else {}
+        if isinstance(theirs, dict):
+            for name, value in _merge(live, theirs, base).items():
+                _put(live, name, value)
+        self._note_known(row, (found[0], found[1]) if found is not None else None)
+
+    def _note_known(self, row: tuple[str, Any], value: tuple[int, Any] | None) -> None:
+        """Change what this process knows of ``row``; a save round in progress keeps the old value
+        (what PTB's copy of the data was made from)."""
+        if self._round is not None and row not in self._round:
+            self._round[row] = self._known.get(row)
+        if value is None:
+            self._known.pop(row, None)
+        else:
+            self._known[row] = value
+
+    def _lock_of(self, row: tuple[str, Any]) -> int:
+        table, key = row
+        return _lock_key(self.schema, table, key)
+
+    async def flush(self) -> None:
+        """Finish queued writes, then close the pool (PTB's last call, in ``shutdown()``).
+        The instance stays usable: the next call connects again."""
+        await asyncio.shield(self._finish_and_close())
+
+    async def _finish_and_close(self) -> None:
+        if self._writer is not None:
+            await asyncio.wait([self._writer])
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+        self._opening = asyncio.Lock()
+
+    # ---- isolation: one update's user and chat, locked in every process ---------------------------
+    @contextlib.asynccontextmanager
+    async def isolated(
+        self, application: Application, user_id: int | None = None, chat_id: int | None = None,
+        update: object = None,
+    ) -> AsyncIterator[None]:
+        """Hold ``user_id`` and ``chat_id`` in every process while the block runs: their rows are
+        read fresh into ``application``'s live data first, and written before the locks go."""
+        rows = [(table, key) for table, key in (("chat_data", chat_id), ("user_data", user_id))
+                if key is not None and getattr(self.store_data, table)]
+        states = _conversation_states(application, update) if isinstance(update, Update) else []
+        if not rows and not states:
+            yield
+            return
+        held = [*rows, *(("conversations", (name, _conversation_key(key))) for name, _, key in states)]
+        lock_keys = sorted({_lock_key(self.schema, table, key) for table, key in
+                            (("chat_data", chat_id), ("user_data", user_id)) if key is not None})
+        async with contextlib.AsyncExitStack() as stack:
+            for lock_key in lock_keys:  # always in the same order: no deadlock between updates
+                await stack.enter_async_context(self._locks.setdefault(lock_key, asyncio.Lock()))
+            pool = await self._connect()
+            conn = await stack.enter_async_context(pool.acquire())
+            for row in held:
+                self._held[row] = self._held.get(row, 0) + 1
+            errors: list[Exception] = []
+            try:
+                async with conn.transaction():
+                    for lock_key in lock_keys:
+                        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
+                    hold = await self._enter(conn, application, rows, states)
+                    try:
+                        yield
+                    finally:
+                        errors = await self._exit(conn, hold)
+            finally:
+                for row in held:
+                    self._held[row] -= 1
+                    if not self._held[row]:
+                        del self._held[row]
+                    self._managed.add(row)
+                    if self._round is not None:
+                        self._round[row] = _SKIP
+        if errors:
+            raise errors[0]
+
+    async def _enter(self, conn: Any, application: Application, rows: list, states: list) -> _Hold:
+        hold = _Hold(conn)
+        for row in rows:
+            table, key = row
+            live = (application.user_data if table == "user_data" else application.chat_data)[key]
+            await self._refresh(table, key, live, conn)
+            hold.rows[row] = live
+        for name, conversations, key in states:
+            stored_key = _conversation_key(key)
+            found = await conn.fetchval(f"SELECT state FROM {self.schema}.conversations"
+                                        " WHERE name = $1 AND key = $2", name, stored_key)
+            state = None if found is None else self._decode(found, f"conversation {name!r} key {key!r}")
+            _set_state(conversations, key, state)
+            self._note_known(("conversations", (name, stored_key)), None if state is None else (0, state))
+            hold.conversations.append((name, conversations, key))
+        return hold
+
+    async def _exit(self, conn: Any, hold: _Hold) -> list[Exception]:
+        """Write the held rows and conversation states that changed. A row that cannot be stored
+        fails alone (returned), keeping what was stored before; the others are written."""
+        s, errors = self.schema, []
+        for (table, key), live in hold.rows.items():
+            try:
+                data = self._encode(live, _WHAT[table].format(key))
+            except DataNotStorableError as exc:
+                errors.append(exc)
+                continue
+            known = self._known.get((table, key))
+            if known is not None and known[1] == data:
+                continue
+            version, column = _new_version(), _KEY_COLUMN[table]
+            await conn.execute(
+                f"INSERT INTO {s}.{table} ({column}, data, version) VALUES ($1, $2, $3) ON CONFLICT"
+                f" ({column}) DO UPDATE SET data = excluded.data, version = excluded.version",
+                key, data, version)
+            self._note_known((table, key), (version, data))
+        for name, conversations, key in hold.conversations:
+            row = ("conversations", (name, _conversation_key(key)))
+            state = _get_state(conversations, key)
+            known = self._known.get(row)
+            if _same(state, known[1] if known else None):
+                continue
+            if state is None:
+                await conn.execute(f"DELETE FROM {s}.conversations WHERE name = $1 AND key = $2", *row[1])
+            else:
+                try:
+                    stored = self._encode(state, f"the state of conversation {name!r} for key {key!r}")
+                except DataNotStorableError as exc:
+                    errors.append(exc)
+                    continue
+                await conn.execute(
+                    f"INSERT INTO {s}.conversations (name, key, state) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (name, key) DO UPDATE SET state = excluded.state", *row[1], stored)
+            self._note_known(row, None if state is None else (0, state))
+        return errors
+
+
+class IsolatingApplication(Application):  # type: ignore[type-arg]
+    """An ``Application`` whose updates run isolated when its persistence is a
+    :class:`PostgresPersistence`: the update's user and chat are locked in every process, their
+    rows and conversation states read fresh before the handlers and written after them.
+
+    Pass it to the builder: ``ApplicationBuilder().application_class(IsolatingApplication)``.
+    Every update goes through :meth:`process_update`, from polling, ``run_webhook``, the
+    ``update_queue`` or a direct call, so all of them are isolated.
+    """
+
+    async def process_update(self, update: object) -> None:
+        persistence = self.persistence
+        if not isinstance(persistence, PostgresPersistence) or not isinstance(update, Update):
+            await super().process_update(update)
+            return
+        user = update.effective_user.id if update.effective_user else None
+        chat = update.effective_chat.id if update.effective_chat else None
+        try:
+            async with persistence.isolated(self, user_id=user, chat_id=chat, update=update):
+                await super().process_update(update)
+        except (DataNotStorableError, asyncpg.PostgresError, OSError) as exc:
+            await self.process_error(update, exc)
+
+    def isolated(self, user_id: int | None = None, chat_id: int | None = None) -> Any:
+        """``async with app.isolated(user_id=..., chat_id=...):`` - change that user's or chat's
+        data safely outside an update (a job, an admin command about another user)."""
+        persistence = self.persistence
+        if not isinstance(persistence, PostgresPersistence):
+            return contextlib.nullcontext()
+        return persistence.isolated(self, user_id=user_id, chat_id=chat_id)
+
+    async def update_persistence(self) -> None:
+        """PTB's save round; notes what the rows were when PTB copies the data (at once, before
+        any await), so rows written by isolated updates meanwhile are not written back stale."""
+        persistence = self.persistence
+        if not isinstance(persistence, PostgresPersistence) or persistence._round is not None:
+            await super().update_persistence()
+            return
+        persistence._round = {row: _SKIP for row in persistence._held}  # in flight: skip
+        try:
+            await super().update_persistence()
+        finally:
+            persistence._round = None
+
+
+# --------------------------------------------------------------------------------------------------
+# conversations: the one place that uses a private attribute of PTB
+# --------------------------------------------------------------------------------------------------
+def _conversation_states(application: Application, update: Update) -> list[tuple[str, Any, tuple]]:
+    """``(name, states, key)`` of every persistent top-level ``ConversationHandler`` of
+    ``application`` for ``update``'s (chat, user) key. ``states`` is the handler's dict of states
+    (``ConversationHandler._conversations``: PTB has no public way to set one conversation's
+    state; ``tests/test_stage9_several_processes.py`` fails loudly if PTB renames or changes it)."""
+    found = []
+    for handlers in application.handlers.values():
+        for handler in handlers:
+            if not (isinstance(handler, ConversationHandler) and handler.persistent and handler.name):
+                continue
+            if handler.per_message:
+                continue  # keyed by message: loaded once at start-up, as PTB does
+            key: list[int] = []
+            if handler.per_chat:
+                if update.effective_chat is None:
+                    continue
+                key.append(update.effective_chat.id)
+            if handler.per_user:
+                if update.effective_user is None:
+                    continue
+                key.append(update.effective_user.id)
+            found.append((handler.name, handler._conversations, tuple(key)))
+    return found
+
+
+def _set_state(states: Any, key: tuple, state: object) -> None:
+    """Put a state read from the database into a handler's states, without marking it as written
+    (PTB would save it again)."""
+    if state is None:
+        states.data.pop(key, None)
+    else:
+        states.update_no_track({key: state})
+
+
+def _get_state(states: Any, key: tuple) -> object:
+    state = states.get(key)
+    resolve = getattr(state, "resolve", None)  # a PendingState of a block=False handler
+    if resolve is not None:
+        state = resolve() if state.done() else state.old_state
+    return state
+
+
+def _conversation_key(key: Iterable[int | str]) -> str:
+    return json.dumps(list(key), ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# the merge (to come from shared.py)
+# --------------------------------------------------------------------------------------------------
+def _same(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if type(a) in (list, tuple):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return bool(a == b)
+
+
+def _merge(ours: dict, theirs: dict, base: dict) -> dict:
+    taken = {}
+    for key in theirs.keys() | base.keys():
+        before = base.get(key, _DELETE)
+        now = theirs.get(key, _DELETE)
+        if not _same(now, before) and _same(ours.get(key, _DELETE), before):
+            taken[key] = now
+    return taken
+
+
+def _put(data: dict, name: Any, value: Any) -> None:
+    if value is _DELETE:
+        data.pop(name, None)
+    else:
+        data[name] = value
