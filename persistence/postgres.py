@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import random
@@ -83,7 +84,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 from telegram import Update
 from telegram.ext import Application, BasePersistence, ConversationHandler, PersistenceInput
 
@@ -97,6 +98,7 @@ _KEY_COLUMN = {"user_data": "user_id", "chat_data": "chat_id", "bot_data": "id",
 _WHAT = {"user_data": "user_data of user {}", "chat_data": "chat_data of chat {}",
          "bot_data": "bot_data", "callback_data": "callback_data"}
 _TABLES = (*_KEY_COLUMN, "conversations", "ptb_settings")
+_MERGED = ("user_data", "chat_data", "bot_data")  # rows a save merges with other processes' writes
 
 
 class PostgresSchemaError(RuntimeError):
@@ -143,7 +145,10 @@ def _new_version() -> int:
 
 
 _DELETE = object()  # the value of a queued write that deletes its row
+_Key = tuple[int | str, ...]  # a conversation's key, as PTB makes it
 _SKIP = object()  # in a save round: the isolation writes this row
+# the connection (and transaction) of the isolated update running in this task, if any
+_connection_of_this_update: contextvars.ContextVar[Any] = contextvars.ContextVar("connection", default=None)
 
 
 @dataclass(eq=False)
@@ -154,10 +159,9 @@ class _Write:
     key: Any
     value: Any
     what: str
-    lock: list[int] = field(default_factory=list)  # advisory locks to take first (managed ids)
     base: Any = None  # the row as this process knew it when PTB copied the data (for the merge)
     written: Any = None  # (version, stored data) once committed
-    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 @dataclass
@@ -165,11 +169,11 @@ class _Hold:
     """One isolated section: the transaction that holds the advisory locks, and the live data."""
 
     conn: Any
-    rows: dict[tuple[str, int], dict] = field(default_factory=dict)
-    conversations: list[tuple[str, Any, tuple]] = field(default_factory=list)  # (name, states, key)
+    rows: dict[tuple[str, int], dict[Any, Any]] = field(default_factory=dict)
+    conversations: list[tuple[str, Any, _Key]] = field(default_factory=list)  # (name, states, key)
 
 
-class PostgresPersistence(BasePersistence):
+class PostgresPersistence(BasePersistence[Any, Any, Any]):
     """A ``BasePersistence`` on PostgreSQL for one or several bot processes (``asyncpg``).
 
     Args:
@@ -209,7 +213,7 @@ class PostgresPersistence(BasePersistence):
         # each row as this process last read or wrote it: {(table, key): (version, stored data)}
         self._known: dict[tuple[str, Any], tuple[int, Any]] = {}
         self._queue: list[_Write] = []
-        self._writer: asyncio.Task | None = None
+        self._writer: asyncio.Task[None] | None = None
         # isolation: in-process locks, the holds of running updates, rounds of PTB's periodic save
         self._locks: dict[int, asyncio.Lock] = {}
         self._held: dict[tuple[str, Any], int] = {}  # (table or conversation, key) -> sections
@@ -316,11 +320,13 @@ class PostgresPersistence(BasePersistence):
 
     async def _write_batch(self, batch: list[_Write]) -> None:
         pool = await self._connect()
+        # the rows to merge are locked as an isolated update locks them (the same advisory locks,
+        # always in ascending order: no deadlock), so no other process writes them meanwhile
+        locks = sorted({self._lock_of((w.table, w.key)) for w in batch if w.table in _MERGED})
         async with pool.acquire() as conn, conn.transaction():
-            for key in sorted({key for write in batch for key in write.lock}):
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+            await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", locks)
             await self._merge_other_writers(conn, batch)
-            rows: dict[str, list[tuple]] = {}
+            rows: dict[str, list[tuple[Any, ...]]] = {}
             for write in list(batch):
                 try:
                     params = self._params(write)
@@ -340,7 +346,7 @@ class PostgresPersistence(BasePersistence):
             if not write.done.done():
                 write.done.set_result(None)
 
-    def _params(self, write: _Write) -> tuple:
+    def _params(self, write: _Write) -> tuple[Any, ...]:
         if write.table == "conversations":
             name, key = write.key
             if write.value is _DELETE:
@@ -369,7 +375,7 @@ class PostgresPersistence(BasePersistence):
         """Inside the save's transaction: rows another process changed since this one last read or
         wrote them keep that process's changes, top-level key by key (see :func:`_merge`)."""
         for write in batch:
-            if write.table not in ("user_data", "chat_data", "bot_data") or write.value is _DELETE:
+            if write.table not in _MERGED or write.value is _DELETE:
                 continue
             base = write.base
             row = await conn.fetchrow(
@@ -392,19 +398,19 @@ class PostgresPersistence(BasePersistence):
         write.base = self._known.get(row)
         if self._round is not None:
             write.base = self._round.get(row, write.base)
+        if write.base is _SKIP:  # an isolated update was running on the row when PTB copied it
+            return
         if row in self._managed and value is not _DELETE:
             # The isolation wrote this row at the end of every update that changed it. PTB's copy
             # is news only if it differs from the row as it was when copied, and no isolated
             # update was running on it then or has run since (that one wrote everything newer).
-            if write.base is _SKIP or self._held.get(row):
+            if self._held.get(row):
                 return
             stored = write.base[1] if write.base is not None else None
             if table == "conversations" and _same(value, stored):
                 return
             if table != "conversations" and stored is not None and self._encode(value, write.what) == stored:
                 return
-            if table != "conversations":
-                write.lock = [self._lock_of(row)]  # changed outside an update: lock it like one
         await self._submit(write)
 
     # ---- reading --------------------------------------------------------------------------------
@@ -428,7 +434,8 @@ class PostgresPersistence(BasePersistence):
 
     async def get_bot_data(self) -> dict[Any, Any]:
         """The bot's data (``{}`` if none is stored)."""
-        return (await self._load_table("bot_data")).get(0, {})
+        data: dict[Any, Any] = (await self._load_table("bot_data")).get(0, {})
+        return data
 
     async def get_callback_data(self) -> Any:
         """The callback data cache as PTB stored it, or ``None``."""
@@ -494,17 +501,18 @@ class PostgresPersistence(BasePersistence):
         """Before a handler: the keys other processes saved since this one last read bot data."""
         await self._refresh("bot_data", 0, bot_data)
 
-    async def _refresh(self, table: str, key: int, live: dict, conn: Any = None) -> None:
+    async def _refresh(self, table: str, key: int, live: dict[Any, Any], conn: Any = None) -> None:
         """Bring ``live`` up to date with the row, in place: take the top-level keys another process
         changed since this one last read or wrote the row (never keys changed here meanwhile)."""
         row = (table, key)
         before = self._known.get(row)
         sql = (f"SELECT version, CASE WHEN version = $2 THEN NULL ELSE data END"
                f" FROM {self.schema}.{table} WHERE {_KEY_COLUMN[table]} = $1")
-        if conn is None:
-            found = await (await self._connect()).fetchrow(sql, key, before[0] if before else None)
-        else:
-            found = await conn.fetchrow(sql, key, before[0] if before else None)
+        # inside an isolated update: its own connection (waiting for another one of the pool
+        # while holding this one could leave every update of the process waiting for the others)
+        held = _connection_of_this_update.get()  # (a task started by a handler sees it too: and
+        conn = conn or (held[0] if held else None) or await self._connect()  # empty once it ended)
+        found = await conn.fetchrow(sql, key, before[0] if before else None)
         if self._known.get(row) is not before:
             return  # a save wrote this row meanwhile: what was read is not news
         if (found is not None and found[1] is None) or (found is None and before is None):
@@ -547,8 +555,8 @@ class PostgresPersistence(BasePersistence):
     # ---- isolation: one update's user and chat, locked in every process ---------------------------
     @contextlib.asynccontextmanager
     async def isolated(
-        self, application: Application, user_id: int | None = None, chat_id: int | None = None,
-        update: object = None,
+        self, application: Application[Any, Any, Any, Any, Any, Any], user_id: int | None = None,
+        chat_id: int | None = None, update: object = None,
     ) -> AsyncIterator[None]:
         """Hold ``user_id`` and ``chat_id`` in every process while the block runs: their rows are
         read fresh into ``application``'s live data first, and written before the locks go."""
@@ -568,7 +576,10 @@ class PostgresPersistence(BasePersistence):
             conn = await stack.enter_async_context(pool.acquire())
             for row in held:
                 self._held[row] = self._held.get(row, 0) + 1
+                self._managed.add(row)
             errors: list[Exception] = []
+            box = [conn]
+            token = _connection_of_this_update.set(box)
             try:
                 async with conn.transaction():
                     for lock_key in lock_keys:
@@ -579,37 +590,39 @@ class PostgresPersistence(BasePersistence):
                     finally:
                         errors = await self._exit(conn, hold)
             finally:
+                box.clear()
+                _connection_of_this_update.reset(token)
                 for row in held:
                     self._held[row] -= 1
                     if not self._held[row]:
                         del self._held[row]
-                    self._managed.add(row)
                     if self._round is not None:
                         self._round[row] = _SKIP
         if errors:
             raise errors[0]
 
-    async def _enter(self, conn: Any, application: Application, rows: list, states: list) -> _Hold:
+    async def _enter(self, conn: Any, application: Application[Any, Any, Any, Any, Any, Any],
+                     rows: list[tuple[str, int]], states: list[tuple[str, Any, _Key]]) -> _Hold:
         hold = _Hold(conn)
         for row in rows:
             table, key = row
             live = (application.user_data if table == "user_data" else application.chat_data)[key]
             await self._refresh(table, key, live, conn)
             hold.rows[row] = live
-        for name, conversations, key in states:
-            stored_key = _conversation_key(key)
+        for name, conversations, conv_key in states:
+            stored_key = _conversation_key(conv_key)
             found = await conn.fetchval(f"SELECT state FROM {self.schema}.conversations"
                                         " WHERE name = $1 AND key = $2", name, stored_key)
-            state = None if found is None else self._decode(found, f"conversation {name!r} key {key!r}")
-            _set_state(conversations, key, state)
+            state = None if found is None else self._decode(found, f"conversation {name!r} key {conv_key!r}")
+            _set_state(conversations, conv_key, state)
             self._note_known(("conversations", (name, stored_key)), None if state is None else (0, state))
-            hold.conversations.append((name, conversations, key))
+            hold.conversations.append((name, conversations, conv_key))
         return hold
 
     async def _exit(self, conn: Any, hold: _Hold) -> list[Exception]:
         """Write the held rows and conversation states that changed. A row that cannot be stored
         fails alone (returned), keeping what was stored before; the others are written."""
-        s, errors = self.schema, []
+        s, errors = self.schema, list[Exception]()
         for (table, key), live in hold.rows.items():
             try:
                 data = self._encode(live, _WHAT[table].format(key))
@@ -625,9 +638,9 @@ class PostgresPersistence(BasePersistence):
                 f" ({column}) DO UPDATE SET data = excluded.data, version = excluded.version",
                 key, data, version)
             self._note_known((table, key), (version, data))
-        for name, conversations, key in hold.conversations:
-            row = ("conversations", (name, _conversation_key(key)))
-            state = _get_state(conversations, key)
+        for name, conversations, conv_key in hold.conversations:
+            row = ("conversations", (name, _conversation_key(conv_key)))
+            state = _get_state(conversations, conv_key)
             known = self._known.get(row)
             if _same(state, known[1] if known else None):
                 continue
@@ -635,7 +648,7 @@ class PostgresPersistence(BasePersistence):
                 await conn.execute(f"DELETE FROM {s}.conversations WHERE name = $1 AND key = $2", *row[1])
             else:
                 try:
-                    stored = self._encode(state, f"the state of conversation {name!r} for key {key!r}")
+                    stored = self._encode(state, f"the state of conversation {name!r} for key {conv_key!r}")
                 except DataNotStorableError as exc:
                     errors.append(exc)
                     continue
@@ -694,19 +707,21 @@ class IsolatingApplication(Application):  # type: ignore[type-arg]
 # --------------------------------------------------------------------------------------------------
 # conversations: the one place that uses a private attribute of PTB
 # --------------------------------------------------------------------------------------------------
-def _conversation_states(application: Application, update: Update) -> list[tuple[str, Any, tuple]]:
+def _conversation_states(
+    application: Application[Any, Any, Any, Any, Any, Any], update: Update
+) -> list[tuple[str, Any, _Key]]:
     """``(name, states, key)`` of every persistent top-level ``ConversationHandler`` of
     ``application`` for ``update``'s (chat, user) key. ``states`` is the handler's dict of states
     (``ConversationHandler._conversations``: PTB has no public way to set one conversation's
     state; ``tests/test_stage9_several_processes.py`` fails loudly if PTB renames or changes it)."""
-    found = []
+    found: list[tuple[str, Any, _Key]] = []
     for handlers in application.handlers.values():
         for handler in handlers:
             if not (isinstance(handler, ConversationHandler) and handler.persistent and handler.name):
                 continue
             if handler.per_message:
                 continue  # keyed by message: loaded once at start-up, as PTB does
-            key: list[int] = []
+            key: list[int | str] = []
             if handler.per_chat:
                 if update.effective_chat is None:
                     continue
@@ -719,7 +734,7 @@ def _conversation_states(application: Application, update: Update) -> list[tuple
     return found
 
 
-def _set_state(states: Any, key: tuple, state: object) -> None:
+def _set_state(states: Any, key: _Key, state: object) -> None:
     """Put a state read from the database into a handler's states, without marking it as written
     (PTB would save it again)."""
     if state is None:
@@ -728,7 +743,7 @@ def _set_state(states: Any, key: tuple, state: object) -> None:
         states.update_no_track({key: state})
 
 
-def _get_state(states: Any, key: tuple) -> object:
+def _get_state(states: Any, key: _Key) -> object:
     state = states.get(key)
     resolve = getattr(state, "resolve", None)  # a PendingState of a block=False handler
     if resolve is not None:
@@ -753,7 +768,7 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _merge(ours: dict, theirs: dict, base: dict) -> dict:
+def _merge(ours: dict[Any, Any], theirs: dict[Any, Any], base: dict[Any, Any]) -> dict[Any, Any]:
     taken = {}
     for key in theirs.keys() | base.keys():
         before = base.get(key, _DELETE)
@@ -763,7 +778,7 @@ def _merge(ours: dict, theirs: dict, base: dict) -> dict:
     return taken
 
 
-def _put(data: dict, name: Any, value: Any) -> None:
+def _put(data: dict[Any, Any], name: Any, value: Any) -> None:
     if value is _DELETE:
         data.pop(name, None)
     else:

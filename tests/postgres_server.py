@@ -1,69 +1,39 @@
-"""A real PostgreSQL server for the tests: ``DATABASE_URL`` when it is set, else a private one.
-
-The private server comes from the ``pgserver`` package (PostgreSQL's own binaries, on PyPI): it is
-started once per test session, in its own temporary directory, on a Unix socket only, and stopped
-when the session ends. Each test gets its own schema (:func:`fresh_schema`), so tests never see each
-other's tables.
+"""The tests' PostgreSQL server: ``DATABASE_URL`` when it is set, else a private one
+(``bots/local_postgres.py``) started once per test session in its own temporary directory and
+stopped, and deleted, when the session ends. Each test gets its own schema (:func:`fresh_schema`),
+so tests never see each other's tables.
 """
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
-import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
-_server_dsn: str | None = None
+from bots.local_postgres import database_url as _database_url
+
+_dsn: str | None = None
 _counter = itertools.count(1)
+_by_location: dict[str, str] = {}
 
 
 def database_url() -> str:
     """The DSN of the test server, starting the private one on first use."""
-    global _server_dsn
-    if _server_dsn is None:
-        _server_dsn = os.environ.get("DATABASE_URL") or _start_private_server()
-    return _server_dsn
-
-
-def _start_private_server() -> str:
-    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root)
-        warnings.simplefilter("ignore")
-        import pgserver
-
-        directory = tempfile.mkdtemp(prefix="cookbook-pg-")
-        server = pgserver.get_server(directory, cleanup_mode="stop")
-
-    def stop() -> None:
-        server.cleanup()
-        shutil.rmtree(directory, ignore_errors=True)
-
-    atexit.register(stop)
-    return str(server.get_uri())
+    global _dsn
+    if _dsn is None:
+        _dsn = _database_url(Path(tempfile.mkdtemp(prefix="cookbook-pg-")), delete=True)
+    return _dsn
 
 
 def fresh_schema(hint: str = "t") -> str:
-    """A schema name no test has used yet in this session (the server may outlive a session when
-    ``DATABASE_URL`` is set: the process id keeps runs apart)."""
+    """A schema name no test has used yet (the process id keeps runs apart on a shared server)."""
     return f"{hint}_{os.getpid()}_{next(_counter)}"
-
-
-def schema_for(location: Path) -> str:
-    """The contract suite's storage location (a path in a test's temporary directory) as a schema:
-    the same path always gives the same schema within a session."""
-    name = _by_location.get(str(location))
-    if name is None:
-        name = _by_location[str(location)] = fresh_schema("contract")
-    return name
-
-
-_by_location: dict[str, str] = {}
 
 
 def make_postgres_persistence(location: Path, **kwargs):
     """The contract suite's factory for PostgresPersistence: one schema per storage location."""
     from persistence.postgres import PostgresPersistence
 
-    return PostgresPersistence(database_url(), schema=schema_for(location), **kwargs)
+    schema = _by_location.setdefault(str(location), fresh_schema("contract"))
+    return PostgresPersistence(database_url(), schema=schema, **kwargs)
