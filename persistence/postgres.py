@@ -88,15 +88,21 @@ import asyncpg  # type: ignore[import-untyped]
 from telegram import Update
 from telegram.ext import Application, BasePersistence, ConversationHandler, PersistenceInput
 
-from persistence.sqlite import DataNotStorableError
-from persistence.sqlite import SQLitePersistence as _Codec
+from persistence.shared import merge, put, same
+from persistence.sqlite import (
+    DELETE,
+    KEY_COLUMN,
+    DataNotStorableError,
+    SQLitePersistence,
+    decode_json,
+    describe_row,
+    encode_json,
+)
 
 SCHEMA_VERSION = 1
 MADE_BY = "PostgresPersistence"
 
-_KEY_COLUMN = {"user_data": "user_id", "chat_data": "chat_id", "bot_data": "id", "callback_data": "id"}
-_WHAT = {"user_data": "user_data of user {}", "chat_data": "chat_data of chat {}",
-         "bot_data": "bot_data", "callback_data": "callback_data"}
+_KEY_COLUMN = KEY_COLUMN  # the tables and their key columns, as in sqlite.py
 _TABLES = (*_KEY_COLUMN, "conversations", "ptb_settings")
 _MERGED = ("user_data", "chat_data", "bot_data")  # rows a save merges with other processes' writes
 
@@ -144,7 +150,7 @@ def _new_version() -> int:
     return random.getrandbits(63)
 
 
-_DELETE = object()  # the value of a queued write that deletes its row
+_DELETE = DELETE  # the value of a queued write that deletes its row (and of a removed key)
 _Key = tuple[int | str, ...]  # a conversation's key, as PTB makes it
 _SKIP = object()  # in a save round: the isolation writes this row
 # the connection (and transaction) of the isolated update running in this task, if any
@@ -207,7 +213,9 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         self.serializer = serializer
         self.schema = schema
         self.pool_size = pool_size
-        self._codec = _Codec(f"PostgreSQL {_safe_dsn(dsn)}", serializer=serializer)
+        # pickle mode: sqlite.py's pickler (it swaps the Bot inside Telegram objects); only its
+        # encode/decode are used, no file is ever opened
+        self._pickle = SQLitePersistence(f"PostgreSQL schema {schema}", serializer="pickle")
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         # each row as this process last read or wrote it: {(table, key): (version, stored data)}
@@ -224,7 +232,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
 
     def set_bot(self, bot: Any) -> None:
         super().set_bot(bot)
-        self._codec.set_bot(bot)
+        self._pickle.set_bot(bot)
 
     # ---- the connection pool ----------------------------------------------------------------
     async def _connect(self) -> asyncpg.Pool:
@@ -291,10 +299,14 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
 
     # ---- encoding: the exact codec of sqlite.py --------------------------------------------------
     def _encode(self, value: Any, what: str) -> Any:
-        return self._codec._encode(value, what)
+        if self.serializer == "json":
+            return encode_json(value, what)
+        return self._pickle.encode(value, what)
 
     def _decode(self, stored: Any, what: str) -> Any:
-        return self._codec._decode(stored, what)
+        if self.serializer == "json":
+            return decode_json(stored, f"{what} in PostgreSQL schema {self.schema!r}")
+        return self._pickle.decode(stored, what)
 
     # ---- writing: every write of a save round goes into one transaction -------------------------
     async def _submit(self, write: _Write) -> None:
@@ -387,12 +399,12 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
             ancestor = self._decode(base[1], write.what) if base else {}
             if isinstance(write.value, dict) and isinstance(theirs, dict):
                 write.value = dict(write.value)
-                for name, value in _merge(write.value, theirs, ancestor).items():
-                    _put(write.value, name, value)
+                for name, value in merge(write.value, theirs, ancestor).items():
+                    put(write.value, name, value)
 
     async def _write(self, table: str, key: Any, value: Any, what: str | None = None) -> None:
         """Queue one row's write (``_DELETE``: its deletion) for the current save round."""
-        write = _Write(table, key, value, what or _WHAT.get(table, "").format(key))
+        write = _Write(table, key, value, what or (describe_row(table, key) if table in _KEY_COLUMN else ""))
         row = (table, key)
         # what the row was when PTB copied the data for this round (the base of the merge)
         write.base = self._known.get(row)
@@ -407,7 +419,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
             if self._held.get(row):
                 return
             stored = write.base[1] if write.base is not None else None
-            if table == "conversations" and _same(value, stored):
+            if table == "conversations" and same(value, stored):
                 return
             if table != "conversations" and stored is not None and self._encode(value, write.what) == stored:
                 return
@@ -420,7 +432,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         rows = await pool.fetch(f"SELECT {column}, data, version FROM {self.schema}.{table}")
         loaded = {}
         for key, data, version in rows:
-            loaded[key] = self._decode(data, _WHAT[table].format(key))
+            loaded[key] = self._decode(data, describe_row(table, key))
             self._known[table, key] = (version, data)
         return loaded
 
@@ -517,12 +529,12 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
             return  # a save wrote this row meanwhile: what was read is not news
         if (found is not None and found[1] is None) or (found is None and before is None):
             return  # unchanged, or nothing stored and nothing known
-        what = _WHAT[table].format(key)
+        what = describe_row(table, key)
         theirs = self._decode(found[1], what) if found is not None else {}
         base = self._decode(before[1], what) if before else {}
         if isinstance(theirs, dict):
-            for name, value in _merge(live, theirs, base).items():
-                _put(live, name, value)
+            for name, value in merge(live, theirs, base).items():
+                put(live, name, value)
         self._note_known(row, (found[0], found[1]) if found is not None else None)
 
     def _note_known(self, row: tuple[str, Any], value: tuple[int, Any] | None) -> None:
@@ -625,7 +637,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         s, errors = self.schema, list[Exception]()
         for (table, key), live in hold.rows.items():
             try:
-                data = self._encode(live, _WHAT[table].format(key))
+                data = self._encode(live, describe_row(table, key))
             except DataNotStorableError as exc:
                 errors.append(exc)
                 continue
@@ -642,7 +654,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
             row = ("conversations", (name, _conversation_key(conv_key)))
             state = _get_state(conversations, conv_key)
             known = self._known.get(row)
-            if _same(state, known[1] if known else None):
+            if same(state, known[1] if known else None):
                 continue
             if state is None:
                 await conn.execute(f"DELETE FROM {s}.conversations WHERE name = $1 AND key = $2", *row[1])
@@ -753,33 +765,3 @@ def _get_state(states: Any, key: _Key) -> object:
 
 def _conversation_key(key: Iterable[int | str]) -> str:
     return json.dumps(list(key), ensure_ascii=False)
-
-
-# --------------------------------------------------------------------------------------------------
-# the merge (to come from shared.py)
-# --------------------------------------------------------------------------------------------------
-def _same(a: Any, b: Any) -> bool:
-    if type(a) is not type(b):
-        return False
-    if type(a) is dict:
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if type(a) in (list, tuple):
-        return len(a) == len(b) and all(map(_same, a, b))
-    return bool(a == b)
-
-
-def _merge(ours: dict[Any, Any], theirs: dict[Any, Any], base: dict[Any, Any]) -> dict[Any, Any]:
-    taken = {}
-    for key in theirs.keys() | base.keys():
-        before = base.get(key, _DELETE)
-        now = theirs.get(key, _DELETE)
-        if not _same(now, before) and _same(ours.get(key, _DELETE), before):
-            taken[key] = now
-    return taken
-
-
-def _put(data: dict[Any, Any], name: Any, value: Any) -> None:
-    if value is _DELETE:
-        data.pop(name, None)
-    else:
-        data[name] = value
