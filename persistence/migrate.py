@@ -39,7 +39,9 @@ Where the data is, told by its form
 What it guarantees
 ------------------
 * **Everything, exactly**: user, chat and bot data, callback data and every conversation (all
-  names found in the source), with their types wherever the target can hold them.
+  names found in the source), with their types wherever the target can hold them. Ended
+  conversations (state ``None``, which ``PicklePersistence`` keeps) are left out: PTB treats them
+  as absent.
 * **All or nothing**: the target is written as a new file next to it (through its persistence
   class: SQLite rows are encoded by ``SQLitePersistence`` itself), and moved into place only when
   every value is in it. If some values cannot be stored (a ``datetime`` in a JSON target), one
@@ -630,6 +632,7 @@ async def migrate(source: Store, target: Store, *, replace: bool = False, dry_ru
     bot = _bot()
     clock = _Clock()
     data = await source.read(bot)
+    data.conversations = _running_conversations(data.conversations)
     clock.lap("read")
     if dry_run:  # a real run finds these while it writes (each value is encoded once)
         problems = [problem for what, value in _progress(data.values(), data.size(), "checking", progress)
@@ -677,6 +680,16 @@ class _Clock:
         now = time.perf_counter()
         self.laps[phase] = now - self._last
         self._last = now
+
+
+def _running_conversations(
+    conversations: dict[str, dict[tuple[int | str, ...], object]]
+) -> dict[str, dict[tuple[int | str, ...], object]]:
+    """Without ended conversations: state ``None`` means ended (``ConversationHandler`` treats the
+    key as absent), and ``PicklePersistence`` keeps such keys where other persistences delete them."""
+    running = {name: {key: state for key, state in states.items() if state is not None}
+               for name, states in conversations.items()}
+    return {name: states for name, states in running.items() if states}
 
 
 def _summary(data: BotData) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 from telegram.ext import PicklePersistence
 
 from bots import stage1_pickle_logger as stage1
@@ -118,6 +118,20 @@ async def test_a_ptb_13_pickle_is_refused_naming_the_version_problem(tmp_path):
     message = str(caught.value)
     assert "ptb13.pickle" in message and "PTB 13" in message and "telegram.user" in message
     assert not target.exists()
+
+
+async def test_ended_conversations_that_picklepersistence_keeps_are_left_out(tmp_path):
+    source = tmp_path / "bot.pickle"
+    persistence = PicklePersistence(source, on_flush=True)
+    persistence.set_bot(application_builder().build().bot)
+    await persistence.update_conversation("signup", (1, 1), 2)
+    await persistence.update_conversation("signup", (2, 2), 1)
+    await persistence.update_conversation("signup", (2, 2), None)  # ended: PTB treats it as absent
+    await persistence.update_conversation("old", (3, 3), None)
+    await persistence.flush()
+    report = await run(source, tmp_path / "bot.sqlite3")
+    assert report.counts["conversations"] == "1 state in 1 name (signup)"
+    assert (await read_all(tmp_path / "bot.sqlite3")).conversations == {"signup": {(1, 1): 2}}
 
 
 # ---- stage 1 to stage 3: the logger keeps its history -----------------------------------------------
