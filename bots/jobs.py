@@ -155,8 +155,8 @@ async def add_reminder(
 ) -> Reminder:
     """Store a new reminder in the chat's data, save it, and schedule it.
 
-    Raises what the persistence raises if the save fails; the reminder is then scheduled anyway
-    and saved again with the chat's next save."""
+    If the save fails, the error is logged and the reminder stays scheduled: it is saved with
+    the chat's next save (until then, a crash would lose it)."""
     chat_data = application.chat_data[chat_id]
     reminder_id = chat_data.get(NEXT_ID, 1)
     chat_data[NEXT_ID] = reminder_id + 1
@@ -166,7 +166,7 @@ async def add_reminder(
     }
     chat_data.setdefault(REMINDERS, []).append(reminder)
     schedule(application, chat_id, reminder)
-    await save_chat_now(application, chat_id)
+    await _save_or_log(application, chat_id, f"new reminder {reminder_id}")
     return reminder
 
 
@@ -178,7 +178,7 @@ async def cancel_reminder(application: Application, chat_id: int, reminder_id: i
         return None
     chat_data[REMINDERS].remove(reminder)
     _unschedule(application, job_name(chat_id, reminder_id))
-    await save_chat_now(application, chat_id)
+    await _save_or_log(application, chat_id, f"cancellation of reminder {reminder_id}")
     return reminder
 
 
@@ -196,7 +196,7 @@ async def migrate_chat(application: Application, message: Message) -> None:
     for reminder in chat_data.get(REMINDERS, []):
         _unschedule(application, job_name(old_id, reminder["id"]))
         schedule(application, new_id, reminder)
-    await save_chat_now(application, new_id)
+    await _save_or_log(application, new_id, "reminders moved from a migrated group")
 
 
 def schedule(application: Application, chat_id: int, reminder: Reminder, delay: float | None = None) -> None:
@@ -275,6 +275,17 @@ async def save_chat_now(application: Application, chat_id: int) -> None:
     await application.persistence.update_chat_data(
         chat_id, copy.deepcopy(application.chat_data[chat_id])
     )
+
+
+async def _save_or_log(application: Application, chat_id: int, what: str) -> None:
+    """:func:`save_chat_now`; if it fails, log it - the change stays in memory, the chat is
+    marked changed, and PTB's next save writes it."""
+    try:
+        await save_chat_now(application, chat_id)
+    except Exception:
+        logger.exception("chat %s: the %s could not be saved at once; it is kept, and saved with "
+                         "the next save", chat_id, what)
+        application.mark_data_for_update_persistence(chat_ids=chat_id)
 
 
 def _job_queue(application: Application) -> Any:

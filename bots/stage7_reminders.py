@@ -78,6 +78,7 @@ ASK_WHAT = "What should I remind you of? (/stop leaves this form)"
 ASK_WHEN = f"In how long? Send a duration like {DURATIONS}."
 BAD_WHEN = f"I cannot read {{text!r}} as a duration. Send one like {DURATIONS}."
 STOPPED = "Form stopped; no reminder was set."
+TOO_LONG = f"That text has {{length}} characters; a reminder holds {MAX_TEXT}."
 TIMED_OUT = "The /new form timed out (no answer for {timeout}); no reminder was set. /new starts again."
 
 
@@ -106,7 +107,7 @@ def parse_reminder(args: list[str], usage: str) -> tuple[int, str]:
     if not text:
         raise ValueError(f"What should I remind you of? {usage}")
     if len(text) > MAX_TEXT:
-        raise ValueError(f"That text has {len(text)} characters; a reminder holds {MAX_TEXT}. {usage}")
+        raise ValueError(f"{TOO_LONG.format(length=len(text))} {usage}")
     return seconds, text
 
 
@@ -210,8 +211,12 @@ async def new_form(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
 
 
 async def receive_what(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
-    form_of(update, context)["text"] = update.effective_message.text.strip()
+    text = update.effective_message.text.strip()
     jobs.note_activity(update, context, FORM)
+    if len(text) > MAX_TEXT:
+        await update.effective_message.reply_text(f"{TOO_LONG.format(length=len(text))} {ASK_WHAT}")
+        return WHAT
+    form_of(update, context)["text"] = text
     await update.effective_message.reply_text(ASK_WHEN)
     return WHEN
 

@@ -516,3 +516,32 @@ async def test_a_chat_holds_at_most_max_reminders_and_texts_have_a_limit(chat, m
     [answer] = await chat.send("/remind 1h " + "x" * (stage7.MAX_TEXT + 1))
     assert answer.startswith(f"That text has {stage7.MAX_TEXT + 1} characters")
     assert len(reminder_jobs(chat)) == 2
+
+
+async def test_a_reminder_set_while_the_file_is_locked_is_confirmed_and_saved_later(tmp_path, caplog):
+    path = tmp_path / "stage7.sqlite3"
+    errors: list[BaseException] = []
+    make = functools.partial(SQLitePersistence, path, busy_timeout=0.2)
+    async with offline_bot(make, errors) as chat:
+        locker = sqlite3.connect(path, isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")
+            with caplog.at_level(logging.ERROR, logger="bots.jobs"):
+                [answer] = await chat.send("/remind 1h stretch")
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert answer.startswith("Reminder 1 set")
+        assert "the new reminder 1 could not be saved at once; it is kept" in caplog.text
+        assert reminder_jobs(chat) == [f"reminder {CHAT}:1"]
+        await chat.save()
+        stored = await stored_chat_data(make)
+        assert [reminder["text"] for reminder in stored[jobs.REMINDERS]] == ["stretch"]
+    assert errors == []
+
+
+async def test_the_form_refuses_a_text_too_long(chat):
+    await chat.send("/new")
+    [answer] = await chat.send("x" * (stage7.MAX_TEXT + 1))
+    assert answer == f"{stage7.TOO_LONG.format(length=stage7.MAX_TEXT + 1)} {stage7.ASK_WHAT}"
+    assert await chat.send("stretch") == [stage7.ASK_WHEN]
