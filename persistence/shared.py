@@ -32,6 +32,7 @@ bookkeeping) - knows nothing about SQLite: ``postgres.py`` uses it too.
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +61,14 @@ def same(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(map(same, a, b))
     if type(a) is float and a != a:  # NaN: equal to another NaN here
         return bool(b != b)
-    return bool(a == b)
+    if bool(a == b):
+        return True
+    if type(a).__eq__ is object.__eq__:  # type: ignore[comparison-overlap]  # pickle mode: no ==
+        try:
+            return pickle.dumps(a) == pickle.dumps(b)
+        except Exception:  # cannot tell: count it as a change
+            return False
+    return False
 
 
 def merge(ours: dict[Any, Any], theirs: dict[Any, Any], base: dict[Any, Any]) -> dict[Any, Any]:
@@ -70,13 +78,19 @@ def merge(ours: dict[Any, Any], theirs: dict[Any, Any], base: dict[Any, Any]) ->
     has written since (``{}`` if it deleted the row), ``ours`` this instance's version. Returns the
     keys only they changed, with their new values (:data:`DELETE` for a removed key). Every other
     key keeps ours: when both sides changed a key, ours wins."""
-    taken = {}
-    for key in theirs.keys() | base.keys():
-        before = base.get(key, DELETE)
-        now = theirs.get(key, DELETE)
-        if not same(now, before) and same(ours.get(key, DELETE), before):
-            taken[key] = now
-    return taken
+    return {name: value for name, value in their_changes(theirs, base).items()
+            if same(ours.get(name, DELETE), base.get(name, DELETE))}
+
+
+def their_changes(theirs: dict[Any, Any], base: dict[Any, Any]) -> dict[Any, Any]:
+    """The top-level keys another program changed (the costly half of :func:`merge`: it reads
+    only the two decoded rows, so it may run in a worker thread)."""
+    changed = {}
+    for name in theirs.keys() | base.keys():
+        now = theirs.get(name, DELETE)
+        if not same(now, base.get(name, DELETE)):
+            changed[name] = now
+    return changed
 
 
 @dataclass
@@ -155,12 +169,16 @@ class MergeBook:
                 change.live = live
 
     def merge_into_live(self, table: str, key: Any, live: dict[Any, Any], theirs: Any,
-                        base: Any, row: Row | None) -> None:
+                        base: Any, row: Row | None, changes: dict[Any, Any] | None = None) -> None:
         """A refresh read ``row`` (``None``: the row is gone), decoded as ``theirs`` (``{}`` if
-        gone), with ``base`` the decoded base: take their changes into ``live``, in place."""
+        gone), with ``base`` the decoded base: take their changes into ``live``, in place.
+        ``changes``: :func:`their_changes` of the two, if already computed (in a worker thread)."""
         if isinstance(theirs, dict) and isinstance(base, dict):
-            for name, value in merge(live, theirs, base).items():
-                self._take(table, key, name, value, live, live)
+            if changes is None:
+                changes = their_changes(theirs, base)
+            for name, value in changes.items():
+                if same(live.get(name, DELETE), base.get(name, DELETE)):
+                    self._take(table, key, name, value, live, live)
         if row is None:
             self._base.pop((table, key), None)
         else:
@@ -228,6 +246,7 @@ class SharedSQLitePersistence(SQLitePersistence):
 
     # ---- what this instance knows of each row --------------------------------------------------------
     def _forget_table(self, table: str) -> None:
+        super()._forget_table(table)
         self._book.forget_table(table)
 
     def _remember(self, table: str, key: Any, version: int, data: Any) -> None:
@@ -261,10 +280,18 @@ class SharedSQLitePersistence(SQLitePersistence):
         if (row is not None and row[1] is None) or (row is None and before is None):
             return  # unchanged, or nothing stored and nothing known
         what = describe_row(table, key)
-        theirs, base = await asyncio.to_thread(self._decode_both, row, before, what)
+        theirs, base, changes = await asyncio.to_thread(self._decode_and_compare, row, before, what)
         if self._book.base(table, key) is not before:
             return  # a save wrote this row meanwhile: what was read is not news
-        self._book.merge_into_live(table, key, live, theirs, base, None if row is None else tuple(row))
+        self._book.merge_into_live(table, key, live, theirs, base,
+                                   None if row is None else tuple(row), changes)
+
+    def _decode_and_compare(self, row: Any, base: Row | None, what: str) -> tuple[Any, Any, Any]:
+        """In a worker thread: both rows decoded, and the keys the other program changed."""
+        theirs, decoded_base = self._decode_both(row, base, what)
+        if isinstance(theirs, dict) and isinstance(decoded_base, dict):
+            return theirs, decoded_base, their_changes(theirs, decoded_base)
+        return theirs, decoded_base, None
 
     def _decode_both(self, row: Any, base: Row | None, what: str) -> tuple[Any, Any]:
         """The stored row (``{}`` if gone) and the base (``{}`` if none), decoded."""
@@ -284,7 +311,7 @@ class SharedSQLitePersistence(SQLitePersistence):
         await self._refresh("bot_data", 0, bot_data)
 
     # ---- save ---------------------------------------------------------------------------------------
-    async def _other_writers(self, db: aiosqlite.Connection, batch: list[Write]) -> None:
+    async def _other_writers(self, db: aiosqlite.Connection, batch: list[Write], every_row: bool) -> None:
         """Inside the save's transaction: keep what refreshes merged into live data, and merge
         another program's changes to the rows being written into them."""
         self._handed = {}
@@ -295,7 +322,7 @@ class SharedSQLitePersistence(SQLitePersistence):
                     write.value = value
                     write.params = (write.key, self.encode(value, write.what), write.params[2])
         bases = {write: self._book.base(write.table, write.key) for write in batch}
-        for table, changed in await self._changed_rows(db, batch, with_data=True):
+        for table, changed in await self._changed_rows(db, batch, True, every_row):
             writes = {w.key: w for w in batch if w.table == table and w.value is not DELETE}
             for key, data in changed:
                 write = writes[key]

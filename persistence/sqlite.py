@@ -75,7 +75,7 @@ from typing import Any, Literal
 
 import aiosqlite
 from telegram import Bot, TelegramObject
-from telegram.ext import BasePersistence, PersistenceInput
+from telegram.ext import BasePersistence, ContextTypes, PersistenceInput
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x50544243  # "PTBC" in PRAGMA application_id marks a file as ours
@@ -89,16 +89,21 @@ _SCHEMA = [
 ]
 # user_data, chat_data, bot_data and callback_data share one shape: an id, the data, a version
 KEY_COLUMN = {"user_data": "user_id", "chat_data": "chat_id", "bot_data": "id", "callback_data": "id"}
+_TRIGGERS = []  # made at every start if missing (a program may rebuild a table without them)
 for _table, _column in KEY_COLUMN.items():
     _check = f" CHECK ({_column} = 0)" if _column == "id" else ""
-    _SCHEMA += [
-        f"CREATE TABLE {_table} ({_column} INTEGER PRIMARY KEY{_check}, data NOT NULL,"
-        " version INTEGER NOT NULL DEFAULT (random()))",
+    _SCHEMA.append(f"CREATE TABLE {_table} ({_column} INTEGER PRIMARY KEY{_check}, data NOT NULL,"
+                   " version INTEGER NOT NULL DEFAULT (random()))")
+    _bump = f"UPDATE {_table} SET version = random() WHERE {_column} = NEW.{_column}; END"
+    _TRIGGERS += [
         # a program that updates `data` without a new version still bumps it, so it is noticed
-        f"CREATE TRIGGER {_table}_version AFTER UPDATE OF data ON {_table}"
-        f" WHEN NEW.version = OLD.version BEGIN"
-        f" UPDATE {_table} SET version = random() WHERE {_column} = NEW.{_column}; END",
+        f"CREATE TRIGGER IF NOT EXISTS {_table}_version AFTER UPDATE OF data ON {_table}"
+        f" WHEN NEW.version = OLD.version BEGIN {_bump}",
+        # and so does one that inserts a row (INSERT OR REPLACE of a row it read earlier...)
+        f"CREATE TRIGGER IF NOT EXISTS {_table}_insert AFTER INSERT ON {_table} BEGIN {_bump}",
     ]
+
+_SAVED_EVERY_ROUND = ("bot_data", "callback_data")  # PTB writes these at every save, changed or not
 
 # what error messages call a row of each table
 _WHAT = {"user_data": "user_data of user {}", "chat_data": "chat_data of chat {}",
@@ -305,7 +310,13 @@ class _Pickler(pickle.Pickler):
 
     def persistent_id(self, obj: Any) -> str | None:
         if isinstance(obj, Bot):
-            return _CURRENT_BOT if obj is self._bot else _OTHER_BOT
+            if obj is self._bot:
+                return _CURRENT_BOT
+            if self._bot is not None:  # (a script without an application has no bot of its own)
+                warnings.warn("A Telegram object holds a bot other than the application's; it is "
+                              "stored without it and comes back without a bot (as with "
+                              "PicklePersistence).", RuntimeWarning, stacklevel=1)
+            return _OTHER_BOT
         return None
 
 
@@ -370,6 +381,8 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
             outside Python, and only ever load a file you trust: unpickling runs code.
         busy_timeout (:obj:`float`, optional): Seconds to wait when another program is writing
             the file at the same moment (default 5).
+        context_types (:class:`telegram.ext.ContextTypes`, optional): Pass the application's, if
+            it has a ``bot_data`` class of its own: a new file then starts with an instance of it.
     """
 
     def __init__(
@@ -380,11 +393,16 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         update_interval: float = 60,
         serializer: Literal["json", "pickle"] = "json",
         busy_timeout: float = 5.0,
+        context_types: ContextTypes[Any, Any, Any, Any] | None = None,
     ) -> None:
         super().__init__(store_data=store_data, update_interval=update_interval)
         if serializer not in ("json", "pickle"):
             raise ValueError(f"serializer must be 'json' or 'pickle', not {serializer!r}")
+        if str(filepath) in ("", ":memory:") or str(filepath).startswith("file:"):
+            raise ValueError(f"SQLitePersistence needs the path of a file, not {str(filepath)!r}: "
+                             "an in-memory database would lose every save when the bot stops.")
         self.filepath = Path(filepath)
+        self.context_types = context_types or ContextTypes()
         self.serializer = serializer
         self.busy_timeout = busy_timeout
         self._db: aiosqlite.Connection | None = None
@@ -398,6 +416,8 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         # writes of rounds that failed, written again by the next round and flush(): {(table, key): write}
         self._unsaved: dict[tuple[str, Any], Write] = {}
         self._last_error: BaseException | None = None
+        self._schema_version: int | None = None  # PRAGMA schema_version as this connection saw it
+        self._last_saved: dict[str, Any] = {}  # bot_data and callback_data as last written
         self._writer: asyncio.Task[None] | None = None
         self._scrub_wal = False  # a dropped row may still be in the WAL file
         self._loaded: set[str] = set()  # tables PTB loaded since the last flush (its live data)
@@ -415,7 +435,8 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         path = self.filepath
         try:
             # owner-only from the first byte: SQLite gives its -wal/-shm files the same mode
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            # (a symlink to a file that does not exist yet: create that file, owner-only too)
+            os.close(os.open(path.resolve(), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
             pass  # an existing file is checked below, never recreated
         except OSError as exc:
@@ -482,6 +503,8 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
                     f"SQLitePersistence was created with serializer={self.serializer!r}. "
                     f"It was not changed. Pass serializer={stored!r}."
                 )
+            for statement in _TRIGGERS:  # a table rebuilt without them gets them back
+                await db.execute(statement)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
@@ -525,8 +548,7 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         try:
             return _Unpickler(io.BytesIO(stored if isinstance(stored, bytes) else stored.encode()),
                               self.bot).load()
-        except (ValueError, TypeError, pickle.UnpicklingError, EOFError, AttributeError,
-                ImportError) as exc:
+        except Exception as exc:  # damaged bytes raise anything: MemoryError, OverflowError...
             raise DatabaseFileError(
                 f"{what} in {self.filepath} cannot be read back ({type(exc).__name__}: {exc}). "
                 "Fix or delete that row (sqlite3), or restore a backup."
@@ -604,21 +626,32 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
             if not write.done.done():  # its caller may have been cancelled
                 write.done.set_exception(exc)
             batch.remove(write)
+        for write in [w for w in batch if w.table in _SAVED_EVERY_ROUND and w.value is not DELETE
+                      and self._last_saved.get(w.table) == w.params[1]]:
+            if not write.done.done():  # PTB saves these at every round: write them only if changed
+                write.done.set_result(None)
+            batch.remove(write)
         if not batch:
             return
         db = await self._connection()
         async with self._busy:
             await db.execute("BEGIN IMMEDIATE")
             try:
-                await self._other_writers(db, batch)
+                await self._other_writers(db, batch, every_row=await self._schema_changed(db))
+                new = [w for w in batch if w.table in KEY_COLUMN and w.value is not DELETE
+                       and self._known_version(w.table, w.key) is None]
                 for sql, rows in _runs(batch):
                     await db.executemany(sql, rows)
+                if new:
+                    await self._read_back_versions(db, new)
                 await db.execute("COMMIT")
             except BaseException:
                 await self._roll_back(db)
                 raise
             if self._scrub_wal or any(w.value is DELETE and w.table in KEY_COLUMN for w in batch):
                 self._scrub_wal = not await self._empty_wal(db)
+        self._last_saved.update({w.table: w.params[1] for w in batch if w.table in _SAVED_EVERY_ROUND
+                                 and w.value is not DELETE})
         self._committed(batch)
         for write in batch:
             if not write.done.done():
@@ -631,8 +664,32 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
             if db.in_transaction:
                 await db.execute("ROLLBACK")
         except sqlite3.Error:
-            self._db = None
+            self._db, self._schema_version = None, None
             await db.close()
+
+    async def _schema_changed(self, db: aiosqlite.Connection) -> bool:
+        """Whether another program changed the schema since this connection saw it last (rebuilt
+        a table, say, maybe without its triggers: then a change may have kept its version). The
+        triggers are made again; this round must not trust versions."""
+        schema = await self._scalar(db, "PRAGMA schema_version")
+        if schema == self._schema_version:
+            return False
+        first = self._schema_version is None
+        for statement in _TRIGGERS:
+            await db.execute(statement)
+        self._schema_version = await self._scalar(db, "PRAGMA schema_version")
+        return not first
+
+    async def _read_back_versions(self, db: aiosqlite.Connection, writes: list[Write]) -> None:
+        """Rows this round inserted got their version from the insert trigger: note it."""
+        for table in {write.table for write in writes}:
+            column = KEY_COLUMN[table]
+            mine = [write for write in writes if write.table == table]
+            versions: dict[int, int] = {key: version for key, version in await db.execute_fetchall(
+                f"SELECT {column}, version FROM {table} WHERE {column} IN"
+                " (SELECT value FROM json_each(?))", (json.dumps([write.key for write in mine]),))}
+            for write in mine:
+                write.params = (*write.params[:2], versions[write.key])
 
     async def _empty_wal(self, db: aiosqlite.Connection) -> bool:
         """After a drop is committed: a forgotten user's old rows may still sit in the WAL file.
@@ -647,10 +704,17 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         finally:
             await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
-    async def _other_writers(self, db: aiosqlite.Connection, batch: list[Write]) -> None:
+    async def _other_writers(self, db: aiosqlite.Connection, batch: list[Write], every_row: bool) -> None:
         """Inside the save's transaction: warn about each row being written that another program
-        changed since this instance read or wrote it (it is overwritten).
-        ``SharedSQLitePersistence`` merges instead."""
+        changed since this instance read or wrote it (it is overwritten); with ``every_row``,
+        versions cannot be trusted. ``SharedSQLitePersistence`` merges instead."""
+        if every_row:
+            warnings.warn(
+                f"Another program changed the schema of {self.filepath} (rebuilt a table?): rows it "
+                "changed meanwhile may be overwritten by this save without notice. If other programs "
+                "write the file while the bot runs, use SharedSQLitePersistence.", RuntimeWarning,
+                stacklevel=1)
+            return
         for table, changed in await self._changed_rows(db, batch, with_data=False):
             for key, _ in changed:
                 self._warn_overwrite(table, key)
@@ -663,11 +727,11 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
             "(persistence/shared.py), which merges their changes.", RuntimeWarning, stacklevel=1)
 
     async def _changed_rows(
-        self, db: aiosqlite.Connection, batch: list[Write], with_data: bool
+        self, db: aiosqlite.Connection, batch: list[Write], with_data: bool, every_row: bool = False
     ) -> list[tuple[str, list[tuple[Any, Any]]]]:
         """Per table, the rows about to be written (not deleted) whose version differs from the
-        one this instance knows, as ``(key, data)`` (``data`` is ``None`` for a deleted row, or
-        when not ``with_data``)."""
+        one this instance knows (``every_row``: all of them), as ``(key, data)`` (``data`` is
+        ``None`` for a deleted row, or when not ``with_data``)."""
         result = []
         for table in KEY_COLUMN:
             mine = {str(w.key): self._known_version(table, w.key)
@@ -678,7 +742,8 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
             changed = await db.execute_fetchall(
                 f"SELECT CAST(mine.key AS INTEGER), {'t.data' if with_data else 'NULL'}"
                 f" FROM json_each(?) AS mine LEFT JOIN {table} AS t"
-                f" ON t.{column} = CAST(mine.key AS INTEGER) WHERE t.version IS NOT mine.value",
+                f" ON t.{column} = CAST(mine.key AS INTEGER)"
+                f" WHERE {'1' if every_row else 't.version IS NOT mine.value'}",
                 (json.dumps(mine),))
             if changed:
                 result.append((table, [(key, data) for key, data in changed]))
@@ -713,6 +778,7 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
 
     def _forget_table(self, table: str) -> None:
         self._versions[table].clear()
+        self._last_saved.pop(table, None)
 
     def _remember(self, table: str, key: Any, version: int, data: Any) -> None:
         """A row PTB's live data was loaded from."""
@@ -728,8 +794,9 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         return await self._load_table("chat_data")
 
     async def get_bot_data(self) -> Any:
-        """The bot's data (``{}`` if none is stored)."""
-        return (await self._load_table("bot_data")).get(0, {})
+        """The bot's data (a new ``context_types.bot_data`` if none is stored)."""
+        stored = await self._load_table("bot_data")
+        return stored[0] if 0 in stored else self.context_types.bot_data()
 
     async def get_callback_data(self) -> Any:
         """The callback data cache as PTB stored it - ``(list of (uuid, time, {uuid: data}),
@@ -743,10 +810,13 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         for key, state in rows:
             what = f"conversation {name!r} key {key}"
             try:
-                parts = tuple(json.loads(key))
-            except ValueError as exc:
-                raise DatabaseFileError(f"{what} in {self.filepath} cannot be read back ({exc}). "
-                                        "Fix or delete that row (sqlite3), or restore a backup.") from exc
+                parts = json.loads(key)
+            except (ValueError, TypeError, RecursionError) as exc:
+                parts = exc
+            if type(parts) is not list or not all(type(part) in (int, str) for part in parts):
+                raise DatabaseFileError(f"{what} in {self.filepath} is not a JSON list of ints and "
+                                        "strings. Fix or delete that row (sqlite3), or restore a backup.")
+            parts = tuple(parts)
             conversations[parts] = self.decode(state, what)
         return conversations
 
@@ -818,6 +888,7 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
             await db.close()
         self._opening, self._busy = asyncio.Lock(), asyncio.Lock()  # usable from another loop too
         self._loaded = set()
+        self._schema_version = None
         if self._unsaved:
             names = [write.what for write in self._unsaved.values()]
             more = f" and {len(names) - 10} more" if len(names) > 10 else ""
