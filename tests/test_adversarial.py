@@ -40,6 +40,13 @@ async def bot_over(persistence: SQLitePersistence):
     return app
 
 
+async def save_chat(app, **changes) -> None:
+    """Chat 1's data gets ``changes`` and is saved, as after a handler."""
+    app.chat_data[1].update(changes)
+    app.mark_data_for_update_persistence(chat_ids=1)
+    await app.update_persistence()
+
+
 class Note:
     """A value without value equality (``==`` is identity), as many classes in pickle mode are."""
 
@@ -51,13 +58,9 @@ class Note:
 async def test_another_programs_change_to_a_value_holding_a_nan_is_kept(db):
     app = await bot_over(SharedSQLitePersistence(db))
     try:
-        app.chat_data[1].update({"k": [float("nan"), 1], "mine": 1})
-        app.mark_data_for_update_persistence(chat_ids=1)
-        await app.update_persistence()
+        await save_chat(app, k=[float("nan"), 1], mine=1)
         raw_sql(db, """UPDATE chat_data SET data = '{"k":[{"$float":"nan"},2],"mine":1}'""")
-        app.chat_data[1]["mine"] = 2
-        app.mark_data_for_update_persistence(chat_ids=1)
-        await app.update_persistence()
+        await save_chat(app, mine=2)
     finally:
         await app.shutdown()
     stored = (await load_chats(db))[1]
@@ -67,17 +70,13 @@ async def test_another_programs_change_to_a_value_holding_a_nan_is_kept(db):
 async def test_in_pickle_mode_another_programs_change_to_an_object_without_equality_is_kept(db):
     app = await bot_over(SharedSQLitePersistence(db, serializer="pickle"))
     try:
-        app.chat_data[1].update({"note": Note("bot"), "mine": 1})
-        app.mark_data_for_update_persistence(chat_ids=1)
-        await app.update_persistence()
+        await save_chat(app, note=Note("bot"), mine=1)
         admin = SharedSQLitePersistence(db, serializer="pickle")
         chats = await admin.get_chat_data()
         chats[1]["note"] = Note("admin")
         await admin.update_chat_data(1, chats[1])
         await admin.flush()
-        app.chat_data[1]["mine"] = 2
-        app.mark_data_for_update_persistence(chat_ids=1)
-        await app.update_persistence()
+        await save_chat(app, mine=2)
     finally:
         await app.shutdown()
     stored = (await load_chats(db, serializer="pickle"))[1]
@@ -88,14 +87,10 @@ async def test_a_row_replaced_with_its_old_version_is_still_noticed(db):
     """``INSERT OR REPLACE`` of a row read earlier keeps the version; the insert trigger bumps it."""
     app = await bot_over(SharedSQLitePersistence(db))
     try:
-        app.chat_data[1]["mine"] = 1
-        app.mark_data_for_update_persistence(chat_ids=1)
-        await app.update_persistence()
+        await save_chat(app, mine=1)
         [(version,)] = rows(db, "SELECT version FROM chat_data")
         raw_sql(db, "INSERT OR REPLACE INTO chat_data VALUES (1, ?, ?)", ('{"mine":1,"lang":"de"}', version))
-        app.chat_data[1]["mine"] = 2
-        app.mark_data_for_update_persistence(chat_ids=1)
-        await app.update_persistence()
+        await save_chat(app, mine=2)
     finally:
         await app.shutdown()
     assert (await load_chats(db))[1] == {"mine": 2, "lang": "de"}
@@ -123,15 +118,11 @@ UPDATE chat_data SET data = json_set(data, '$.lang', 'de');
 async def test_an_edit_in_a_table_rebuilt_without_its_triggers_is_kept_and_the_triggers_come_back(db):
     app = await bot_over(SharedSQLitePersistence(db))
     try:
-        app.chat_data[1]["mine"] = 1
-        app.mark_data_for_update_persistence(chat_ids=1)
-        await app.update_persistence()
+        await save_chat(app, mine=1)
         with sqlite3.connect(db) as conn:
             conn.executescript(REBUILD)  # the edit keeps the version: no trigger any more
         conn.close()
-        app.chat_data[1]["mine"] = 2
-        app.mark_data_for_update_persistence(chat_ids=1)
-        await app.update_persistence()
+        await save_chat(app, mine=2)
     finally:
         await app.shutdown()
     assert (await load_chats(db))[1] == {"mine": 2, "lang": "de"}
