@@ -34,7 +34,8 @@ Where the data is, told by its form
     what it is, tagged (``{"$tuple": [...]}``, ``{"$map": [[key, value], ...]}``) where it cannot,
     so importing an export gives back exactly what was exported.
 ``postgresql://...``
-    Not yet: ``PostgresPersistence`` (stage 9) is not part of this version of the cookbook.
+    A ``PostgresPersistence`` database (``persistence/postgres.py``, stage 9), in the schema given by
+    ``--schema`` (default ``public``); ``--serializer`` as for SQLite. Needs ``asyncpg``.
 
 What it guarantees
 ------------------
@@ -42,19 +43,23 @@ What it guarantees
   names found in the source), with their types wherever the target can hold them. Ended
   conversations (state ``None``, which ``PicklePersistence`` keeps) are left out: PTB treats them
   as absent.
-* **All or nothing**: the target is written as a new file next to it (through its persistence
+* **All or nothing**: a file target is written as a new file next to it (through its persistence
   class: SQLite rows are encoded by ``SQLitePersistence`` itself), and moved into place only when
-  every value is in it. If some values cannot be stored (a ``datetime`` in a JSON target), one
-  message lists where they are (the first ten and how many) and the target is not touched; nor
-  is it by a full disk or a crash. ``--dry-run`` checks every value without writing anything.
+  every value is in it; a PostgreSQL target is written in one transaction once every value has
+  passed the encoder ``PostgresPersistence`` uses. If some values cannot be stored (a
+  ``datetime`` in a JSON target), one message lists where they are (the first ten and how many)
+  and the target is not touched; nor is it by a full disk or a crash. ``--dry-run`` checks
+  every value without writing anything.
 * **Nothing overwritten by accident**: a target that already holds data is refused unless
-  ``--replace`` is given; then it is replaced at once (the new file is renamed over it). A SQLite
-  target that another program has open (the bot still running) is refused.
+  ``--replace`` is given; then it is replaced at once (the new file is renamed over it; in
+  PostgreSQL, the same transaction deletes what the schema held). A SQLite target that another
+  program has open (the bot still running) is refused.
 * **Checked**: after writing, the target is read back through its persistence class and compared
   with the source, value by value; the tool then prints how much of each kind it moved.
 
-Options: ``--serializer json|pickle`` (SQLite targets), ``--dry-run`` (read and check, write
-nothing), ``--replace``, ``--pickle-prefix``. A progress bar (``tqdm``) shows on a terminal.
+Options: ``--serializer json|pickle`` (SQLite and PostgreSQL targets), ``--dry-run`` (read and
+check, write nothing), ``--replace``, ``--pickle-prefix``, ``--schema``. A progress bar
+(``tqdm``) shows on a terminal.
 
 What it relies on
 -----------------
@@ -64,7 +69,9 @@ attributes ``user_data``, ``chat_data``, ``bot_data``, ``callback_data`` and ``c
 (present, unchanged, in PTB 20 to 22); the tool reads them to find every conversation name and to
 skip the deep copy each ``get_*`` makes (seconds for a big file). From a single file it loads
 everything with ``get_bot_data()``, from several files with each ``get_*``. A SQLite source's conversation
-names come from its ``conversations`` table (the schema documented in ``persistence/sqlite.py``).
+names come from its ``conversations`` table (the schema documented in ``persistence/sqlite.py``;
+likewise for PostgreSQL, whose ``ptb_settings`` table also tells whether a schema holds a bot's
+data at all - read on a connection of the tool's own, so that reading creates nothing).
 """
 
 from __future__ import annotations
@@ -83,7 +90,8 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import Iterable, Iterator
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -347,21 +355,13 @@ class SQLiteStore(Store):
             return BotData()
         persistence = self._persistence(bot)
         try:
-            data = BotData(
-                user_data=await persistence.get_user_data(),
-                chat_data=await persistence.get_chat_data(),
-                bot_data=await persistence.get_bot_data(),
-                callback_data=await persistence.get_callback_data(),
-            )
-            for name in self._conversation_names():
-                data.conversations[name] = await persistence.get_conversations(name)
+            return await _read_all(persistence, self._conversation_names)
         except DatabaseFileError as exc:
             raise MigrationError(str(exc)) from exc
         finally:
             await persistence.flush()
-        return data
 
-    def _conversation_names(self) -> list[str]:
+    async def _conversation_names(self) -> list[str]:
         with sqlite3.connect(self.location) as db:
             names = [name for (name,) in db.execute("SELECT DISTINCT name FROM conversations")]
         db.close()
@@ -446,17 +446,155 @@ def _remove_scratch(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _write_calls(persistence: Any, data: BotData) -> list[Any]:
-    """The persistence calls that store ``data`` in an empty store: one ``update_persistence()``
-    round of PTB with every id changed."""
+async def _read_all(persistence: Any, conversation_names: Callable[[], Awaitable[list[str]]]) -> BotData:
+    """Everything ``persistence`` (a SQLite or PostgreSQL one) holds, through its ``get_*``; the
+    names of the conversations come from the store's table (PTB asks by name)."""
+    data = BotData(
+        user_data=await persistence.get_user_data(),
+        chat_data=await persistence.get_chat_data(),
+        bot_data=await persistence.get_bot_data(),
+        callback_data=await persistence.get_callback_data(),
+    )
+    for name in await conversation_names():
+        data.conversations[name] = await persistence.get_conversations(name)
+    return data
+
+
+def _write_calls(persistence: Any, data: BotData, old: BotData | None = None) -> list[Any]:
+    """The persistence calls that turn a store holding ``old`` (nothing by default) into one holding
+    ``data``: one ``update_persistence()`` round of PTB with every id changed, plus the drops."""
+    old = old or BotData()
     calls = [persistence.update_user_data(user_id, value) for user_id, value in data.user_data.items()]
+    calls += [persistence.drop_user_data(user_id) for user_id in old.user_data.keys() - data.user_data.keys()]
     calls += [persistence.update_chat_data(chat_id, value) for chat_id, value in data.chat_data.items()]
+    calls += [persistence.drop_chat_data(chat_id) for chat_id in old.chat_data.keys() - data.chat_data.keys()]
     calls.append(persistence.update_bot_data(data.bot_data))
-    if data.callback_data is not None:
+    if data.callback_data is not None or old.callback_data is not None:
         calls.append(persistence.update_callback_data(data.callback_data))
     for name, states in data.conversations.items():
         calls += [persistence.update_conversation(name, key, state) for key, state in states.items()]
+    for name, states in old.conversations.items():
+        ended = states.keys() - data.conversations.get(name, {}).keys()
+        calls += [persistence.update_conversation(name, key, None) for key in ended]
     return calls
+
+
+class PostgresStore(Store):
+    """A ``PostgresPersistence`` schema (``persistence/postgres.py``, stage 9).
+
+    Written in one transaction: every value is checked first (the encoder ``PostgresPersistence``
+    uses), then PTB's save round runs once - ``PostgresPersistence`` commits the writes started
+    together as one transaction, deletions of what the target held before (``--replace``) included.
+    """
+
+    advice = "Use --serializer pickle (bytea rows only Python reads), or convert those values."
+
+    def __init__(self, dsn: str, serializer: Literal["json", "pickle"] | None, schema: str,
+                 role: str) -> None:
+        super().__init__(dsn)
+        self.requested = serializer
+        self.schema = schema
+        self.role = role
+        self._codecs = {}
+
+    def __str__(self) -> str:
+        address = urllib.parse.urlsplit(self.location)
+        shown = self.location
+        if address.password:  # never print a password
+            shown = urllib.parse.urlunsplit(
+                address._replace(netloc=address.netloc.replace(f":{address.password}@", ":***@")))
+        return f"{shown} (schema {self.schema})"
+
+    def exists(self) -> bool:
+        return True  # a server: read() says what the schema holds
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any] | None:
+        """Rows of one query on a connection of its own (``None``: the schema has no
+        PostgresPersistence tables); creates nothing, unlike opening a ``PostgresPersistence``."""
+        import asyncpg  # type: ignore[import-untyped]
+
+        try:
+            conn = await asyncpg.connect(self.location)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise MigrationError(f"Cannot connect to PostgreSQL at {self}: {exc}. Check that the server "
+                                 "runs and the address, user, password and database are right.") from exc
+        try:
+            if await conn.fetchval("SELECT to_regclass($1)", f"{self.schema}.ptb_settings") is None:
+                return None
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    async def _settings(self) -> dict[str, str] | None:
+        """The schema's ``ptb_settings`` table: the serializer it was made with, among others."""
+        rows = await self._fetch(f"SELECT name, value FROM {self.schema}.ptb_settings")
+        return None if rows is None else {name: value for name, value in rows}
+
+    async def _names(self) -> list[str]:
+        rows = await self._fetch(f"SELECT DISTINCT name FROM {self.schema}.conversations")
+        return [row[0] for row in rows or []]
+
+    def _persistence(self, bot: ExtBot[None], serializer: str) -> Any:
+        from persistence.postgres import PostgresPersistence
+
+        persistence = PostgresPersistence(self.location, serializer=serializer,  # type: ignore[arg-type]
+                                          schema=self.schema)
+        persistence.set_bot(bot)
+        return persistence
+
+    async def _read_with(self, persistence: Any) -> BotData:
+        from persistence.postgres import PostgresSchemaError
+
+        try:
+            data = await _read_all(persistence, self._names)
+        except (PostgresSchemaError, DatabaseFileError) as exc:
+            raise MigrationError(str(exc)) from exc
+        return data
+
+    async def read(self, bot: ExtBot[None]) -> BotData:
+        settings = await self._settings()
+        if settings is None:
+            if self.role == "SOURCE":
+                raise MigrationError(f"SOURCE {self} holds no PostgresPersistence tables. Check the "
+                                     "address and --schema.")
+            return BotData()
+        self._stored = settings.get("serializer", "json")
+        persistence = self._persistence(bot, self._stored)
+        try:
+            return await self._read_with(persistence)
+        finally:
+            await persistence.flush()
+
+    _stored: str | None = None  # the serializer of the schema, once read() has seen it
+    _codecs: dict[str, SQLitePersistence]
+
+    def problem(self, what: str, value: Any) -> str | None:
+        # the encoders PostgresPersistence uses: encode_json, and sqlite.py's pickler
+        serializer = self.requested or self._stored or "json"
+        if serializer not in self._codecs:
+            self._codecs[serializer] = SQLitePersistence(os.devnull, serializer=serializer)  # type: ignore[arg-type]
+        try:
+            self._codecs[serializer].encode(value, what)
+        except DataNotStorableError as exc:
+            return short_problem(exc)
+        return None
+
+    async def write(self, data: BotData, bot: ExtBot[None]) -> None:
+        settings = await self._settings()
+        self._stored = settings.get("serializer", "json") if settings else None
+        refused = [problem for what, value in data.values() if (problem := self.problem(what, value))]
+        if refused:
+            raise NotStorable(refused)
+        persistence = self._persistence(bot, self.requested or self._stored or "json")
+        try:
+            old = await self._read_with(persistence)  # through the writing instance: it replaces these
+            results = await asyncio.gather(*_write_calls(persistence, data, old), return_exceptions=True)
+        finally:
+            await persistence.flush()
+        failed = [exc for exc in results if isinstance(exc, BaseException)]
+        if failed:
+            raise MigrationError(f"Writing {self} failed, nothing was written: "
+                                 f"{type(failed[0]).__name__}: {failed[0]}") from failed[0]
 
 
 class JSONStore(Store):
@@ -567,12 +705,11 @@ def dict_persistence(export: dict[str, Any]) -> DictPersistence:
 
 
 def open_store(location: str, *, serializer: Literal["json", "pickle"] | None = None,
-               pickle_prefix: bool = False, role: str = "SOURCE") -> Store:
+               pickle_prefix: bool = False, schema: str = "public", role: str = "SOURCE") -> Store:
     """The store at ``location``, told by its form (see the module docstring)."""
     lowered = location.lower()
     if lowered.startswith(("postgresql://", "postgres://")):
-        raise MigrationError("PostgreSQL is not supported yet: PostgresPersistence (stage 9) is not part "
-                             "of this version of the cookbook. Migrate to a .sqlite3 file for now.")
+        return PostgresStore(location, serializer, schema, role)
     if lowered.endswith(PICKLE_SUFFIXES):
         return PickleStore(location, single_file=True)
     if lowered.endswith(SQLITE_SUFFIXES):
@@ -634,16 +771,16 @@ async def migrate(source: Store, target: Store, *, replace: bool = False, dry_ru
     data = await source.read(bot)
     data.conversations = _running_conversations(data.conversations)
     clock.lap("read")
+    old = await target.read(bot) if target.exists() else BotData()
+    if not old.is_empty() and not replace:
+        raise MigrationError(f"{target} already holds data ({_summary(old)}). It was not changed. "
+                             "Pass --replace to replace it, or choose a new target.")
     if dry_run:  # a real run finds these while it writes (each value is encoded once)
         problems = [problem for what, value in _progress(data.values(), data.size(), "checking", progress)
                     if (problem := target.problem(what, value)) is not None]
         if problems:
             raise MigrationError(_refusal(source, target, problems))
         clock.lap("check")
-    old = await target.read(bot) if target.exists() else BotData()
-    if not old.is_empty() and not replace:
-        raise MigrationError(f"{target} already holds data ({_summary(old)}). It was not changed. "
-                             "Pass --replace to replace it, or choose a new target.")
     report = Report(str(source), str(target), data.counts(), dry_run, not old.is_empty(), clock.laps)
     if dry_run:
         return report
@@ -776,6 +913,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="for a new SQLite target (default json; an existing file keeps its own)")
     parser.add_argument("--dry-run", action="store_true", help="read and check everything, write nothing")
     parser.add_argument("--replace", action="store_true", help="replace the data a target already holds")
+    parser.add_argument("--schema", default="public",
+                        help="the PostgreSQL schema of a postgresql:// SOURCE or TARGET (default public)")
     parser.add_argument("--pickle-prefix", action="store_true",
                         help="SOURCE/TARGET names without a known suffix are PicklePersistence("
                              "single_file=False) prefixes")
@@ -785,12 +924,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        source = open_store(args.source, pickle_prefix=args.pickle_prefix)
+        source = open_store(args.source, pickle_prefix=args.pickle_prefix, schema=args.schema)
         if not source.exists():
             raise MigrationError(f"SOURCE {args.source} does not exist. Check the path (the bot's "
                                  "--file or STAGEn_FILE).")
         target = open_store(args.target, serializer=args.serializer, role="TARGET",
-                            pickle_prefix=args.pickle_prefix)
+                            pickle_prefix=args.pickle_prefix, schema=args.schema)
         if os.path.abspath(args.source) == os.path.abspath(args.target):
             raise MigrationError("SOURCE and TARGET are the same file.")
         # A one-shot process whose data holds no reference cycles: Python's cycle collector would

@@ -23,8 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from helpers import REPO
+from postgres_server import database_url, fresh_schema
 from telegram.ext import PicklePersistence
 
 from bots import stage1_pickle_logger as stage1
@@ -33,12 +35,14 @@ from bots.offline import OfflineBotAPI, OfflineChat, application_builder
 from persistence.migrate import (
     BotData,
     MigrationError,
+    _bot,
     dict_persistence,
     export_json,
     migrate,
     open_store,
     value_differs,
 )
+from persistence.postgres import PostgresPersistence
 from persistence.sqlite import SQLitePersistence
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -314,7 +318,8 @@ def test_cli_moves_a_pickle_and_prints_counts(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (("missing.pickle", "bot.sqlite3"), "SOURCE missing.pickle does not exist"),
-    (("bot.pickle", "postgresql://localhost/bot"), "PostgreSQL is not supported yet"),
+    (("bot.pickle", "postgresql://bot:secret@127.0.0.1:1/bot"),  # no server there; password hidden
+     "Cannot connect to PostgreSQL at postgresql://bot:***@127.0.0.1:1/bot (schema public)"),
     (("bot.pickle", "bot.txt"), "TARGET bot.txt: cannot tell what it is"),
     (("bot.pickle", "bot.sqlite3"), "cannot hold 2 values"),
 ])
@@ -430,3 +435,65 @@ def _read_pty(fd: int) -> bytes:
         return os.read(fd, 65536)
     except OSError:  # EIO: the other side is closed and everything was read
         return b""
+
+
+# ---- PostgreSQL (stage 9's PostgresPersistence), on the tests' own server ---------------------------
+def pg_store(schema: str, role: str = "TARGET", serializer: Any = None) -> Any:
+    return open_store(database_url(), serializer=serializer, schema=schema, role=role)
+
+
+async def pg_execute(sql: str) -> None:
+    connection = await asyncpg.connect(database_url())
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.slow
+async def test_pickle_to_postgresql_and_back_to_sqlite_keeps_everything(tmp_path):
+    schema = fresh_schema("migrate")
+    target = pg_store(schema, serializer="pickle")
+    await migrate(open_store(str(DATA / "ptb21.pickle")), target, progress=False)
+    app = application_builder(request=OfflineBotAPI(), persistence=PostgresPersistence(
+        database_url(), schema=schema, serializer="pickle")).arbitrary_callback_data(True).build()
+    async with app:
+        assert app.user_data == old_pickles.sample_data()["user_data"]
+        assert app.user_data[1001]["me"].get_bot() is app.bot
+    back = tmp_path / "back.sqlite3"
+    await migrate(pg_store(schema, "SOURCE"), open_store(str(back), serializer="pickle"), progress=False)
+    assert value_differs_all(await read_all(DATA / "ptb21.pickle"), await read_all(back)) is None
+
+
+@pytest.mark.slow
+async def test_postgresql_all_or_nothing(tmp_path):
+    schema = fresh_schema("migrate")
+    with pytest.raises(MigrationError, match="cannot hold 2 values"):  # JSON rows: no datetime
+        await migrate(open_store(str(DATA / "ptb22.pickle")), pg_store(schema), progress=False)
+    assert await pg_store(schema)._settings() is None  # nothing was created
+    with pytest.raises(MigrationError, match="holds no PostgresPersistence tables"):
+        await migrate(pg_store(schema, "SOURCE"), open_store(str(tmp_path / "x.sqlite3")), progress=False)
+
+    old = BotData(user_data={5: {"old": True}}, chat_data={-9: {"x": 1}},
+                  conversations={"signup": {(5, 5): 2}})
+    source = tmp_path / "old.json"
+    source.write_text(json.dumps(export_json(old)))
+    await migrate(open_store(str(source)), pg_store(schema), progress=False)
+    # one transaction: the database refuses one row (as a full disk would), nothing else changes
+    await pg_execute(f"""
+        CREATE FUNCTION {schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.chat_id = 1001 THEN RAISE EXCEPTION 'no room for chat 1001'; END IF; RETURN NEW; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON {schema}.chat_data
+        FOR EACH ROW EXECUTE FUNCTION {schema}.refuse()""")
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(export_json(plain_data())))
+    with pytest.raises(MigrationError, match="already holds data"):
+        await migrate(open_store(str(new)), pg_store(schema), progress=False)
+    with pytest.raises(MigrationError, match="no room for chat 1001"):
+        await migrate(open_store(str(new)), pg_store(schema), replace=True, progress=False)
+    assert value_differs_all(old, await pg_store(schema, "SOURCE").read(_bot())) is None
+
+    await pg_execute(f"DROP TRIGGER refuse ON {schema}.chat_data")
+    report = await migrate(open_store(str(new)), pg_store(schema), replace=True, progress=False)
+    assert report.replaced
+    assert value_differs_all(plain_data(), await pg_store(schema, "SOURCE").read(_bot())) is None
