@@ -9,11 +9,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 from benchmarks.bench_persistence import CONTENDERS
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_table_and_plot_with_every_contender(tmp_path):
     out = tmp_path / "results"
     environment = dict(os.environ, PYTHONPATH=str(REPO))

@@ -168,7 +168,6 @@ def test_a_bad_data_file_in_demo_mode_and_a_missing_directory_are_one_clear_line
     assert "the directory no/such/dir does not exist" in missing.stderr
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
 def test_ctrl_c_saves_and_exits_at_once(stage, tmp_path):
     """Ctrl+C in a real (pseudo-)terminal: the first press shuts the bot down, which saves, and

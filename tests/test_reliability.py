@@ -53,6 +53,7 @@ def replay(detail: str = "") -> str:
 CRASH_USERS, CRASH_CHATS = 100, 10
 
 
+@pytest.mark.slow
 async def test_sigkill_during_saves_never_damages_the_file_or_loses_a_completed_round(tmp_path):
     """A bot process (tests/crash_writer.py: a real Application over SQLitePersistence) sets every
     user's, chat's and the bot's ``round`` to r in round r, saves, prints ``saved r``, and goes on.
@@ -192,6 +193,7 @@ def differences(stored: dict, expected: dict) -> list[str]:
 LOAD_UPDATES, LOAD_USERS, LOAD_CHATS = 20_000, 500, 50
 
 
+@pytest.mark.slow
 async def test_20000_concurrent_updates_with_saves_every_50ms_leave_every_counter_exact(tmp_path):
     """``concurrent_updates=True`` (up to 256 updates in flight), 20,000 messages from 500 users
     in 50 chats, in a random order, fed through ``app.update_queue`` while PTB's own periodic

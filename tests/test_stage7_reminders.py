@@ -213,6 +213,7 @@ async def test_missed_while_down_it_is_sent_once_at_start_up_marked_late(chat):
     assert len(sent) == 1
 
 
+@pytest.mark.slow
 async def test_a_repeating_reminder_skips_missed_runs_without_a_burst(chat, make_persistence):
     await chat.send("/every 1s tick")
     due = only_reminder(chat)["due"]
