@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 STAGES = [
     "stage1_pickle_logger", "stage2_article_sqlite", "stage3_sqlite_logger", "stage4_conversation",
-    "stage5_inline_buttons", "stage6_shared_database",
+    "stage5_inline_buttons", "stage6_shared_database", "stage7_reminders",
 ]
 """Every stage module under bots/, by name."""
 
