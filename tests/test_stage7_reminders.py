@@ -1,4 +1,4 @@
-"""Stage 7: reminders and a form timeout that survive restarts, on PicklePersistence and SQLite.
+"""Stage 7: reminders and a form timeout that survive restarts, on Pickle, SQLite and PostgreSQL.
 
 Real Applications with their real JobQueue, over real files, with short durations. Tests wait for
 what the bot sends (``OfflineChat.wait_for_messages``, with a time limit); where a test needs the
@@ -21,6 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from postgres_server import make_postgres_persistence
 from telegram.error import Forbidden
 from telegram.ext import (
     Application,
@@ -50,6 +53,7 @@ CHAT = ALICE.id  # Alice's private chat
 PERSISTENCES: dict[str, Callable[[Path], BasePersistence]] = {
     "pickle": lambda folder: PicklePersistence(folder / "stage7.pickle"),
     "sqlite": lambda folder: SQLitePersistence(folder / "stage7.sqlite3"),
+    "postgres": make_postgres_persistence,  # a schema of its own per test, on the tests' server
 }
 """Every persistence the jobs layer must work on: it uses only what all of them offer."""
 
@@ -135,9 +139,19 @@ def test_other_durations_are_refused(text):
         jobs.parse_duration(text)
 
 
-def test_format_duration_writes_what_parse_reads():
-    for seconds in [*range(1, 200), 3599, 3600, 3601, 86399, 86400, 93784, jobs.MAX_DURATION]:
-        assert jobs.parse_duration(jobs.format_duration(seconds)) == seconds
+@given(st.integers(min_value=1, max_value=jobs.MAX_DURATION))
+def test_format_duration_writes_what_parse_reads(seconds):
+    assert jobs.parse_duration(jobs.format_duration(seconds)) == seconds
+
+
+@given(st.text())
+def test_parse_duration_answers_any_text_with_seconds_or_a_value_error(text):
+    try:
+        seconds = jobs.parse_duration(text)
+    except ValueError as exc:
+        assert "not" in str(exc)
+    else:
+        assert 1 <= seconds <= jobs.MAX_DURATION
 
 
 @pytest.mark.parametrize(("command", "right_form"), [
