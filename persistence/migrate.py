@@ -201,7 +201,7 @@ def from_plain(data: Any, what: str) -> Any:
 # ================================================================================================
 # Where data is kept
 # ================================================================================================
-def _bot() -> ExtBot[None]:
+def stand_in_bot() -> ExtBot[None]:
     """A stand-in for the bot, shared by source and target: Telegram objects that belonged to the
     bot in the source belong to whatever bot loads the target (never used to send anything)."""
     return ExtBot("0:persistence-migrate")
@@ -766,7 +766,7 @@ async def migrate(source: Store, target: Store, *, replace: bool = False, dry_ru
 
     Raises :class:`MigrationError` (the target untouched) when the source cannot be read, a value
     cannot be stored in the target, or the target holds data and ``replace`` is false."""
-    bot = _bot()
+    bot = stand_in_bot()
     clock = _Clock()
     data = await source.read(bot)
     data.conversations = _running_conversations(data.conversations)
@@ -793,8 +793,8 @@ async def migrate(source: Store, target: Store, *, replace: bool = False, dry_ru
     difference = differs(data, written, progress)
     clock.lap("verify")
     if difference:
-        raise MigrationError(f"Reading {target} back does not give the source's data: {difference}. "
-                             "Please report this as a bug; keep the source file.")
+        raise MigrationError(f"{target} was written, but reading it back does not give the source's "
+                             f"data: {difference}. Keep using the source, and please report this as a bug.")
     return report
 
 

@@ -35,11 +35,13 @@ from bots.offline import OfflineBotAPI, OfflineChat, application_builder
 from persistence.migrate import (
     BotData,
     MigrationError,
-    _bot,
+    SQLiteStore,
     dict_persistence,
+    differs,
     export_json,
     migrate,
     open_store,
+    stand_in_bot,
     value_differs,
 )
 from persistence.postgres import PostgresPersistence
@@ -62,9 +64,7 @@ async def run(source: Path | str, target: Path | str, *, serializer: Any = None,
 
 
 async def read_all(location: Path | str, prefix: bool = False) -> BotData:
-    from persistence.migrate import _bot
-
-    return await open_store(str(location), pickle_prefix=prefix).read(_bot())
+    return await open_store(str(location), pickle_prefix=prefix).read(stand_in_bot())
 
 
 def plain_data() -> BotData:
@@ -80,9 +80,7 @@ def plain_data() -> BotData:
 
 
 async def write_sqlite(path: Path, data: BotData, serializer: str = "json") -> None:
-    from persistence.migrate import SQLiteStore, _bot
-
-    await SQLiteStore(str(path), serializer).write(data, _bot())  # type: ignore[arg-type]
+    await SQLiteStore(str(path), serializer).write(data, stand_in_bot())  # type: ignore[arg-type]
 
 
 def file_state(path: Path) -> bytes | None:
@@ -202,8 +200,6 @@ async def test_replace_leaves_exactly_the_source(tmp_path):
 
 
 def value_differs_all(a: BotData, b: BotData) -> str | None:
-    from persistence.migrate import differs
-
     return differs(a, b)
 
 
@@ -491,9 +487,9 @@ async def test_postgresql_all_or_nothing(tmp_path):
         await migrate(open_store(str(new)), pg_store(schema), progress=False)
     with pytest.raises(MigrationError, match="no room for chat 1001"):
         await migrate(open_store(str(new)), pg_store(schema), replace=True, progress=False)
-    assert value_differs_all(old, await pg_store(schema, "SOURCE").read(_bot())) is None
+    assert value_differs_all(old, await pg_store(schema, "SOURCE").read(stand_in_bot())) is None
 
     await pg_execute(f"DROP TRIGGER refuse ON {schema}.chat_data")
     report = await migrate(open_store(str(new)), pg_store(schema), replace=True, progress=False)
     assert report.replaced
-    assert value_differs_all(plain_data(), await pg_store(schema, "SOURCE").read(_bot())) is None
+    assert value_differs_all(plain_data(), await pg_store(schema, "SOURCE").read(stand_in_bot())) is None

@@ -13,7 +13,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from persistence.migrate import BotData, differs, export_json, migrate, open_store
+from persistence.migrate import (
+    BotData,
+    dict_persistence,
+    differs,
+    export_json,
+    migrate,
+    open_store,
+    stand_in_bot,
+)
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 # any code point: lone surrogates too (Python strs hold them; UTF-8 files cannot)
@@ -52,9 +60,7 @@ async def through(data: BotData, directory: Path) -> tuple[BotData, dict[str, An
     first.write_text(json.dumps(export_json(data)))
     await migrate(open_store(str(first)), open_store(str(database)), progress=False)
     await migrate(open_store(str(database)), open_store(str(second)), progress=False)
-    from persistence.migrate import _bot
-
-    return await open_store(str(second)).read(_bot()), json.loads(second.read_text())
+    return await open_store(str(second)).read(stand_in_bot()), json.loads(second.read_text())
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -71,8 +77,6 @@ def test_what_the_codec_holds_comes_back_exactly_through_json_and_sqlite(tmp_pat
 @settings(max_examples=40, deadline=None)
 @given(data=BOT_DATA)
 def test_dictpersistence_loads_every_export(data):
-    from persistence.migrate import dict_persistence
-
     loaded = dict_persistence(json.loads(json.dumps(export_json(data))))
     assert set(asyncio.run(loaded.get_user_data())) == set(data.user_data)
     assert set(asyncio.run(loaded.get_chat_data())) == set(data.chat_data)
