@@ -152,9 +152,20 @@ def _new_version() -> int:
 
 _DELETE = DELETE  # the value of a queued write that deletes its row (and of a removed key)
 _Key = tuple[int | str, ...]  # a conversation's key, as PTB makes it
+_LOCK_ALL = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"  # in the array's order
 _SKIP = object()  # in a save round: the isolation writes this row
-# the connection (and transaction) of the isolated update running in this task, if any
-_connection_of_this_update: contextvars.ContextVar[Any] = contextvars.ContextVar("connection", default=None)
+
+
+@dataclass
+class _Section:
+    """The isolated update running in this task: its connection (``None`` once it ended: a task
+    a handler started sees this too) and whether it read bot data already."""
+
+    conn: Any
+    bot_data_read: bool = False
+
+
+_this_update: contextvars.ContextVar[_Section | None] = contextvars.ContextVar("update", default=None)
 
 
 @dataclass(eq=False)
@@ -336,7 +347,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         # always in ascending order: no deadlock), so no other process writes them meanwhile
         locks = sorted({self._lock_of((w.table, w.key)) for w in batch if w.table in _MERGED})
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", locks)
+            await conn.execute(_LOCK_ALL, locks)
             await self._merge_other_writers(conn, batch)
             rows: dict[str, list[tuple[Any, ...]]] = {}
             for write in list(batch):
@@ -384,23 +395,28 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                 f" ON CONFLICT ({column}) DO UPDATE SET data = excluded.data, version = excluded.version")
 
     async def _merge_other_writers(self, conn: Any, batch: list[_Write]) -> None:
-        """Inside the save's transaction: rows another process changed since this one last read or
-        wrote them keep that process's changes, top-level key by key (see :func:`_merge`)."""
-        for write in batch:
-            if write.table not in _MERGED or write.value is _DELETE:
+        """Inside the save's transaction (the rows locked): rows another process changed since this
+        one last read or wrote them keep that process's changes, top-level key by key (``merge``
+        of shared.py). One query per table finds them; only those are read and decoded."""
+        for table in _MERGED:
+            writes = {w.key: w for w in batch if w.table == table and w.value is not _DELETE}
+            if not writes:
                 continue
-            base = write.base
-            row = await conn.fetchrow(
-                f"SELECT version, data FROM {self.schema}.{write.table}"
-                f" WHERE {_KEY_COLUMN[write.table]} = $1 FOR UPDATE", write.key)
-            if row is None or (base is not None and row["version"] == base[0]):
-                continue
-            theirs = self._decode(row["data"], write.what)
-            ancestor = self._decode(base[1], write.what) if base else {}
-            if isinstance(write.value, dict) and isinstance(theirs, dict):
-                write.value = dict(write.value)
-                for name, value in merge(write.value, theirs, ancestor).items():
-                    put(write.value, name, value)
+            keys = list(writes)
+            known = [None if writes[key].base is None else writes[key].base[0] for key in keys]
+            changed = await conn.fetch(
+                f"SELECT t.{_KEY_COLUMN[table]}, t.data FROM unnest($1::bigint[], $2::bigint[])"
+                f" AS mine(key, version) JOIN {self.schema}.{table} AS t"
+                f" ON t.{_KEY_COLUMN[table]} = mine.key WHERE t.version IS DISTINCT FROM mine.version",
+                keys, known)
+            for key, data in changed:
+                write = writes[key]
+                theirs = self._decode(data, write.what)
+                ancestor = self._decode(write.base[1], write.what) if write.base else {}
+                if isinstance(write.value, dict) and isinstance(theirs, dict):
+                    write.value = dict(write.value)
+                    for name, value in merge(write.value, theirs, ancestor).items():
+                        put(write.value, name, value)
 
     async def _write(self, table: str, key: Any, value: Any, what: str | None = None) -> None:
         """Queue one row's write (``_DELETE``: its deletion) for the current save round."""
@@ -513,18 +529,27 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         """Before a handler: the keys other processes saved since this one last read bot data."""
         await self._refresh("bot_data", 0, bot_data)
 
-    async def _refresh(self, table: str, key: int, live: dict[Any, Any], conn: Any = None) -> None:
+    async def _refresh(self, table: str, key: int, live: dict[Any, Any]) -> None:
         """Bring ``live`` up to date with the row, in place: take the top-level keys another process
         changed since this one last read or wrote the row (never keys changed here meanwhile)."""
+        before = self._known.get((table, key))
+        section = _this_update.get()
+        if section is not None and section.conn is not None:
+            if table == "bot_data" and section.bot_data_read:
+                return  # the isolated update read it with its own rows
+            conn = section.conn  # (waiting for another connection while holding one could leave
+        else:  # every update of the process waiting for the others)
+            conn = await self._connect()
+        found = await conn.fetchrow(
+            f"SELECT version, CASE WHEN version = $2 THEN NULL ELSE data END FROM {self.schema}.{table}"
+            f" WHERE {_KEY_COLUMN[table]} = $1", key, None if before is None else before[0])
+        self._take_theirs(table, key, live, before, None if found is None else (found[0], found[1]))
+
+    def _take_theirs(self, table: str, key: Any, live: dict[Any, Any], before: tuple[int, Any] | None,
+                     found: tuple[int, Any] | None) -> None:
+        """Merge a row read as ``found`` ((version, data), data ``None`` if unchanged since
+        ``before``; ``None`` if there is no row) into ``live``."""
         row = (table, key)
-        before = self._known.get(row)
-        sql = (f"SELECT version, CASE WHEN version = $2 THEN NULL ELSE data END"
-               f" FROM {self.schema}.{table} WHERE {_KEY_COLUMN[table]} = $1")
-        # inside an isolated update: its own connection (waiting for another one of the pool
-        # while holding this one could leave every update of the process waiting for the others)
-        held = _connection_of_this_update.get()  # (a task started by a handler sees it too: and
-        conn = conn or (held[0] if held else None) or await self._connect()  # empty once it ended)
-        found = await conn.fetchrow(sql, key, before[0] if before else None)
         if self._known.get(row) is not before:
             return  # a save wrote this row meanwhile: what was read is not news
         if (found is not None and found[1] is None) or (found is None and before is None):
@@ -535,7 +560,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         if isinstance(theirs, dict):
             for name, value in merge(live, theirs, base).items():
                 put(live, name, value)
-        self._note_known(row, (found[0], found[1]) if found is not None else None)
+        self._note_known(row, found)
 
     def _note_known(self, row: tuple[str, Any], value: tuple[int, Any] | None) -> None:
         """Change what this process knows of ``row``; a save round in progress keeps the old value
@@ -590,20 +615,19 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                 self._held[row] = self._held.get(row, 0) + 1
                 self._managed.add(row)
             errors: list[Exception] = []
-            box = [conn]
-            token = _connection_of_this_update.set(box)
+            section = _Section(conn, bot_data_read=self.store_data.bot_data)
+            token = _this_update.set(section)
             try:
                 async with conn.transaction():
-                    for lock_key in lock_keys:
-                        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
+                    await conn.execute(_LOCK_ALL, lock_keys)  # in ascending order: no deadlock
                     hold = await self._enter(conn, application, rows, states)
                     try:
                         yield
                     finally:
                         errors = await self._exit(conn, hold)
             finally:
-                box.clear()
-                _connection_of_this_update.reset(token)
+                section.conn = None
+                _this_update.reset(token)
                 for row in held:
                     self._held[row] -= 1
                     if not self._held[row]:
@@ -615,17 +639,36 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
 
     async def _enter(self, conn: Any, application: Application[Any, Any, Any, Any, Any, Any],
                      rows: list[tuple[str, int]], states: list[tuple[str, Any, _Key]]) -> _Hold:
-        hold = _Hold(conn)
-        for row in rows:
-            table, key = row
-            live = (application.user_data if table == "user_data" else application.chat_data)[key]
-            await self._refresh(table, key, live, conn)
-            hold.rows[row] = live
+        """Read the update's rows, bot data (if another process saved it since) and conversation
+        states in one query, into the live data; the locks are held already."""
+        hold, s = _Hold(conn), self.schema
+        live = {row: (application.user_data if row[0] == "user_data" else application.chat_data)[row[1]]
+                for row in rows}
+        if self.store_data.bot_data:
+            live["bot_data", 0] = application.bot_data
+        before = {row: self._known.get(row) for row in live}
+        parts, args = [], list[Any]()
+        for table, key in live:
+            known = before[table, key]
+            args += [key, None if known is None else known[0]]
+            parts.append(f"SELECT '{table}', NULL, version, CASE WHEN version = ${len(args)} THEN NULL"
+                         f" ELSE data END FROM {s}.{table} WHERE {_KEY_COLUMN[table]} = ${len(args) - 1}")
+        if states:
+            args += [[name for name, _, _ in states], [_conversation_key(key) for _, _, key in states]]
+            parts.append(f"SELECT 'conversations', name || ' ' || key, 0, state FROM {s}.conversations"
+                         f" WHERE (name, key) IN (SELECT * FROM unnest(${len(args) - 1}::text[],"
+                         f" ${len(args)}::text[]))")
+        found = {(kind, name): (version, data) for kind, name, version, data in
+                 await conn.fetch(" UNION ALL ".join(parts), *args)}
+        for (table, key), data in live.items():
+            self._take_theirs(table, key, data, before[table, key], found.get((table, None)))
+            if table != "bot_data":
+                hold.rows[table, key] = data
         for name, conversations, conv_key in states:
             stored_key = _conversation_key(conv_key)
-            found = await conn.fetchval(f"SELECT state FROM {self.schema}.conversations"
-                                        " WHERE name = $1 AND key = $2", name, stored_key)
-            state = None if found is None else self._decode(found, f"conversation {name!r} key {conv_key!r}")
+            stored = found.get(("conversations", f"{name} {stored_key}"))
+            what = f"conversation {name!r} key {conv_key!r}"
+            state = None if stored is None else self._decode(stored[1], what)
             _set_state(conversations, conv_key, state)
             self._note_known(("conversations", (name, stored_key)), None if state is None else (0, state))
             hold.conversations.append((name, conversations, conv_key))
