@@ -141,7 +141,8 @@ def report(saves: dict[int, dict[str, list[float]]], n: int, isolation: dict[str
     lines = [
         "# PostgresPersistence: save rounds, the isolation's cost, several workers",
         "",
-        f"`python -m benchmarks.bench_postgres` on {os.cpu_count()} cores, PostgreSQL from pgserver "
+        f"`python -m benchmarks.bench_postgres` on {os.cpu_count()} cores (load average "
+        f"{os.getloadavg()[0]:.1f} at the end: other programs ran too), PostgreSQL from pgserver "
         "(Unix socket). Median of the rounds, the worst round in brackets.",
         "",
         f"## Save rounds (N = {n:,} stored chats of 20 messages; ms)",

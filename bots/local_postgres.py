@@ -30,6 +30,16 @@ def start_private_server(directory: Path, *, delete: bool = False) -> str:
     return str(server.get_uri())
 
 
+def stop_private_server(directory: Path) -> None:
+    """Stop the server over ``directory`` now (its data stays; start it again with
+    :func:`start_private_server`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        pgserver.get_server(directory, cleanup_mode="stop").cleanup()
+
+
 def database_url(directory: Path, *, delete: bool = False) -> str:
     """``DATABASE_URL`` if it is set, else a private server over ``directory``."""
     return os.environ.get("DATABASE_URL") or start_private_server(directory, delete=delete)

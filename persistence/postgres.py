@@ -93,6 +93,7 @@ from persistence.sqlite import (
     DELETE,
     KEY_COLUMN,
     DataNotStorableError,
+    SaveFailedError,
     SQLitePersistence,
     decode_json,
     describe_row,
@@ -152,7 +153,6 @@ def _new_version() -> int:
 
 _DELETE = DELETE  # the value of a queued write that deletes its row (and of a removed key)
 _Key = tuple[int | str, ...]  # a conversation's key, as PTB makes it
-_LOCK_ALL = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"  # in the array's order
 _SKIP = object()  # in a save round: the isolation writes this row
 
 
@@ -232,6 +232,8 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         # each row as this process last read or wrote it: {(table, key): (version, stored data)}
         self._known: dict[tuple[str, Any], tuple[int, Any]] = {}
         self._queue: list[_Write] = []
+        self._unsaved: dict[tuple[str, Any], _Write] = {}  # writes of failed rounds, kept
+        self._last_error: BaseException | None = None
         self._writer: asyncio.Task[None] | None = None
         # isolation: in-process locks, the holds of running updates, rounds of PTB's periodic save
         self._locks: dict[int, asyncio.Lock] = {}
@@ -332,22 +334,40 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         await asyncio.sleep(0)  # let the other writes of this round join the queue
         while self._queue:
             batch, self._queue = self._queue, []
-            try:
-                await self._write_batch(batch)
-            except BaseException as exc:
-                for write in batch:
-                    if not write.done.done():
-                        write.done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
+            await self._write_round(batch)
+
+    async def _write_round(self, batch: list[_Write]) -> None:
+        """Write ``batch`` together with what earlier rounds could not write (older first; a newer
+        write of the same row replaces an older one). If the round fails (the server is gone, the
+        network down), all are kept and written again at the next save and at ``flush()``."""
+        fresh = {(write.table, write.key) for write in batch}
+        batch = [write for row, write in self._unsaved.items() if row not in fresh] + batch
+        self._unsaved = {}
+        if not batch:
+            return
+        try:
+            await self._write_batch(batch)
+        except BaseException as exc:
+            for write in batch:  # (writes that failed alone have left the batch)
+                self._unsaved[write.table, write.key] = write
+            self._last_error = exc
+            error = SaveFailedError(
+                f"Could not save {len(batch)} rows to PostgreSQL at {_safe_dsn(self.dsn)} "
+                f"({type(exc).__name__}: {exc}). Nothing is lost: they are written again at the "
+                "next save and at flush().")
+            error.__cause__ = exc
+            for write in batch:
+                if not write.done.done():
+                    write.done.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
 
     async def _write_batch(self, batch: list[_Write]) -> None:
         pool = await self._connect()
         # the rows to merge are locked as an isolated update locks them (the same advisory locks,
         # always in ascending order: no deadlock), so no other process writes them meanwhile
         locks = sorted({self._lock_of((w.table, w.key)) for w in batch if w.table in _MERGED})
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(_LOCK_ALL, locks)
+        async with pool.acquire() as conn, _locked_transaction(conn, locks):
             await self._merge_other_writers(conn, batch)
             rows: dict[str, list[tuple[Any, ...]]] = {}
             for write in list(batch):
@@ -584,10 +604,19 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
     async def _finish_and_close(self) -> None:
         if self._writer is not None:
             await asyncio.wait([self._writer])
+        await self._write_round([])  # what earlier rounds could not write: one more try
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
         self._opening = asyncio.Lock()
+        if self._unsaved:
+            names = [write.what for write in self._unsaved.values()]
+            more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+            raise SaveFailedError(
+                f"flush() could not write to PostgreSQL at {_safe_dsn(self.dsn)} "
+                f"({type(self._last_error).__name__}: {self._last_error}). Unsaved: "
+                f"{', '.join(names[:10])}{more}. They are kept in this PostgresPersistence: call "
+                "flush() again once the server is back.") from self._last_error
 
     # ---- isolation: one update's user and chat, locked in every process ---------------------------
     @contextlib.asynccontextmanager
@@ -618,8 +647,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
             section = _Section(conn, bot_data_read=self.store_data.bot_data)
             token = _this_update.set(section)
             try:
-                async with conn.transaction():
-                    await conn.execute(_LOCK_ALL, lock_keys)  # in ascending order: no deadlock
+                async with _locked_transaction(conn, lock_keys):
                     hold = await self._enter(conn, application, rows, states)
                     try:
                         yield
@@ -712,6 +740,22 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                     " ON CONFLICT (name, key) DO UPDATE SET state = excluded.state", *row[1], stored)
             self._note_known(row, None if state is None else (0, state))
         return errors
+
+
+@contextlib.asynccontextmanager
+async def _locked_transaction(conn: Any, lock_keys: list[int]) -> AsyncIterator[None]:
+    """A transaction holding the advisory locks ``lock_keys`` (ascending: two transactions never
+    wait for each other in a circle) until it ends. ``BEGIN`` and the locks go to the server in one
+    round trip (the keys are ints this file computes, so they can be part of the SQL text)."""
+    keys = ",".join(str(int(key)) for key in lock_keys)
+    await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock(k) FROM unnest('{{{keys}}}'::bigint[]) AS k")
+    try:
+        yield
+    except BaseException:
+        if not conn.is_closed():
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 class IsolatingApplication(Application):  # type: ignore[type-arg]

@@ -21,6 +21,7 @@ from postgres_server import database_url, fresh_schema
 from telegram.ext import ContextTypes, ConversationHandler, Job
 
 from bots import stage9_several_processes as stage9
+from bots.local_postgres import start_private_server, stop_private_server
 from bots.offline import ALICE, BOB, OfflineBotAPI, OfflineChat, User, group_chat, message_update
 from bots.offline.api import Chat, private_chat
 from bots.workers import Router, UpdateMaker
@@ -28,6 +29,7 @@ from persistence.postgres import (
     IsolatingApplication,
     PostgresPersistence,
     PostgresSchemaError,
+    SaveFailedError,
     _conversation_states,
     _set_state,
 )
@@ -321,3 +323,26 @@ async def test_data_that_cannot_be_stored_fails_alone_and_names_the_user():
 def test_isolating_application_is_what_the_stage_builds():
     assert isinstance(stage9.build_application(persistence=persistence_factory()(),
                                                request=OfflineBotAPI()), IsolatingApplication)
+
+
+async def test_a_save_while_the_server_is_down_is_kept_and_written_when_it_is_back(tmp_path):
+    """A private server of its own is stopped between two saves: the save fails with an error that
+    says nothing is lost, flush() names what is unsaved, and once the server is back the same
+    persistence writes it all."""
+    directory = tmp_path / "postgres"
+    dsn = start_private_server(directory)
+    persistence = PostgresPersistence(dsn, schema="gone")
+    await persistence.update_chat_data(1, {"before": 1})
+    stop_private_server(directory)
+    with pytest.raises(SaveFailedError, match="Nothing is lost"):
+        await persistence.update_chat_data(2, {"while down": 2})
+    with pytest.raises(SaveFailedError, match="Unsaved: chat_data of chat 2"):
+        await persistence.flush()
+    assert start_private_server(directory) == dsn
+    await persistence.update_bot_data({"after": 3})
+    await persistence.flush()
+    reader = PostgresPersistence(dsn, schema="gone")
+    assert await reader.get_chat_data() == {1: {"before": 1}, 2: {"while down": 2}}
+    assert await reader.get_bot_data() == {"after": 3}
+    await reader.flush()
+    stop_private_server(directory)
