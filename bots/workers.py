@@ -195,7 +195,7 @@ async def demo(stage_module: str, dsn: str, count: int) -> int:
     for text, user, chat in script:
         await _say(router, make, text, user, chat)
     await router.close()
-    print("\n... every worker stops (each saves), four new ones start ...\n")
+    print(f"\n... every worker stops (each saves), {count} new ones start ...\n")
     router = Router(stage_module, dsn, count)
     await router.start(first=count + 1)
     await _say(router, make, "/stats", ALICE, group)
