@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -325,12 +328,13 @@ def test_isolating_application_is_what_the_stage_builds():
                                                request=OfflineBotAPI()), IsolatingApplication)
 
 
-async def test_a_save_while_the_server_is_down_is_kept_and_written_when_it_is_back(tmp_path):
+async def test_a_save_while_the_server_is_down_is_kept_and_written_when_it_is_back():
     """A private server of its own is stopped between two saves: the save fails with an error that
     says nothing is lost, flush() names what is unsaved, and once the server is back the same
     persistence writes it all."""
-    directory = tmp_path / "postgres"
-    dsn = start_private_server(directory)
+    # (its own directory under /tmp: the server runs as another user, who cannot enter pytest's)
+    directory = Path(tempfile.mkdtemp(prefix="cookbook-pg-gone-"))
+    dsn = start_private_server(directory, delete=True)
     persistence = PostgresPersistence(dsn, schema="gone")
     await persistence.update_chat_data(1, {"before": 1})
     stop_private_server(directory)
@@ -346,3 +350,4 @@ async def test_a_save_while_the_server_is_down_is_kept_and_written_when_it_is_ba
     assert await reader.get_bot_data() == {"after": 3}
     await reader.flush()
     stop_private_server(directory)
+    shutil.rmtree(directory)
