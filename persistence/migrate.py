@@ -586,15 +586,21 @@ class PostgresStore(Store):
         if refused:
             raise NotStorable(refused)
         persistence = self._persistence(bot, self.requested or self._stored or "json")
+        failed: list[BaseException] = []
         try:
             old = await self._read_with(persistence)  # through the writing instance: it replaces these
             results = await asyncio.gather(*_write_calls(persistence, data, old), return_exceptions=True)
+            failed = [exc for exc in results if isinstance(exc, BaseException)]
         finally:
-            await persistence.flush()
-        failed = [exc for exc in results if isinstance(exc, BaseException)]
+            try:
+                await persistence.flush()  # closes the pool even when it cannot write
+            except SaveFailedError as exc:  # (it keeps a failed round's writes and tries them again)
+                failed.append(exc)
         if failed:
+            cause = failed[0].__cause__ if isinstance(failed[0], SaveFailedError) else failed[0]
+            cause = cause or failed[0]
             raise MigrationError(f"Writing {self} failed, nothing was written: "
-                                 f"{type(failed[0]).__name__}: {failed[0]}") from failed[0]
+                                 f"{type(cause).__name__}: {cause}") from failed[0]
 
 
 class JSONStore(Store):
