@@ -47,6 +47,10 @@ The rules:
   ends the conversation at once. Either way the end goes through the conversation itself: the
   stored update is fed back as a :class:`ConversationDeadline`, which the conversation answers
   with its ``TIMEOUT`` behaviour and ``END`` (an approach a PTB maintainer suggested in ptb#1825).
+
+Limits: one process runs the jobs. Several bot processes over one database (stage 9) would each
+re-create, and send, every reminder: give the JobQueue to one of them. Reminders fire to the
+second; :func:`restore_jobs` reads every chat's data at start-up (fine for many thousands of chats).
 """
 
 from __future__ import annotations
