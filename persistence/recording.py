@@ -57,14 +57,14 @@ class Call:
         return f"{self.method}({args})"
 
 
-class RecordingPersistence(BasePersistence):
+class RecordingPersistence(BasePersistence[Any, Any, Any]):
     """Forwards all 16 methods to ``inner`` and appends a :class:`Call` to ``calls`` for each.
 
     It takes ``store_data`` and ``update_interval`` from ``inner``, so Application treats it
     exactly as it would treat ``inner``.
     """
 
-    def __init__(self, inner: BasePersistence) -> None:
+    def __init__(self, inner: BasePersistence[Any, Any, Any]) -> None:
         super().__init__(store_data=inner.store_data, update_interval=inner.update_interval)
         self.inner = inner
         self.calls: list[Call] = []
@@ -102,7 +102,7 @@ class RecordingPersistence(BasePersistence):
         self._record("get_callback_data", data=result)
         return result
 
-    async def get_conversations(self, name: str) -> dict:
+    async def get_conversations(self, name: str) -> Any:
         result = await self.inner.get_conversations(name)
         self._record("get_conversations", name, result)
         return result
