@@ -909,14 +909,19 @@ def _first(found: Iterable[str | None]) -> str | None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m persistence.migrate",
-        description="Move a python-telegram-bot's persisted data: Pickle, SQLite, JSON export. "
-                    "Stop the bot first.",
-        epilog="Example: python -m persistence.migrate stage1.pickle stage3.sqlite3",
+        description="Move a python-telegram-bot's persisted data between PicklePersistence, "
+                    "SQLitePersistence, PostgresPersistence and a JSON export: everything, checked, "
+                    "or nothing. Stop the bot first.",
+        epilog="Examples: python -m persistence.migrate stage1.pickle stage3.sqlite3 | "
+               "... stage3.sqlite3 backup.json | ... stage3.sqlite3 postgresql://bot@db/bot --schema bot",
     )
-    parser.add_argument("source", metavar="SOURCE", help="*.pickle, *.sqlite3/*.db, *.json, or a prefix")
-    parser.add_argument("target", metavar="TARGET", help="*.pickle, *.sqlite3/*.db, *.json, or a prefix")
+    where = "*.pickle, *.sqlite3 (*.db), *.json, postgresql://..., or a --pickle-prefix"
+    parser.add_argument("source", metavar="SOURCE", help=where)
+    parser.add_argument("target", metavar="TARGET", help=where)
     parser.add_argument("--serializer", choices=("json", "pickle"),
-                        help="for a new SQLite target (default json; an existing file keeps its own)")
+                        help="for a SQLite or PostgreSQL target: json (readable, plain data only; the "
+                             "default for a new one) or pickle (any picklable value); an existing "
+                             "target keeps its own unless --replace makes a new SQLite file")
     parser.add_argument("--dry-run", action="store_true", help="read and check everything, write nothing")
     parser.add_argument("--replace", action="store_true", help="replace the data a target already holds")
     parser.add_argument("--schema", default="public",
