@@ -79,6 +79,8 @@ from __future__ import annotations
 import abc
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import gc
 import glob
 import json
@@ -234,6 +236,34 @@ class Store(abc.ABC):
 
     def __str__(self) -> str:
         return self.location
+
+    @contextlib.contextmanager
+    def only_migration(self) -> Iterator[None]:
+        """Held from reading what the target holds until it is replaced: a second migration into
+        the same file at the same time is refused, instead of replacing the first one's result
+        without ``--replace``. (A lock file next to the target, removed when done.)"""
+        path = Path(self.location)
+        lock = path.with_name(f".{path.name}.migrate-lock")
+        while True:
+            try:
+                handle = os.open(lock, os.O_CREAT | os.O_WRONLY, 0o600)
+            except OSError as exc:
+                raise MigrationError(f"Cannot write next to {self.location}: {exc.strerror}. It was "
+                                     "not changed.") from exc
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(handle)
+                raise MigrationError(f"Another migration into {self.location} is running. It was not "
+                                     "changed. Wait for it to finish.") from None
+            if lock.exists() and lock.stat().st_ino == os.fstat(handle).st_ino:
+                break
+            os.close(handle)  # the other migration finished and removed the file meanwhile: again
+        try:
+            yield
+        finally:
+            lock.unlink()  # while still held: a migration starting now locks a new file
+            os.close(handle)
 
 
 class PickleStore(Store):
@@ -508,6 +538,10 @@ class PostgresStore(Store):
     def exists(self) -> bool:
         return True  # a server: read() says what the schema holds
 
+    @contextlib.contextmanager
+    def only_migration(self) -> Iterator[None]:
+        yield  # (no lock file: the write is one transaction, and reads what it replaces inside it)
+
     async def _fetch(self, sql: str, *args: Any) -> list[Any] | None:
         """Rows of one query on a connection of its own (``None``: the schema has no
         PostgresPersistence tables); creates nothing, unlike opening a ``PostgresPersistence``."""
@@ -777,25 +811,26 @@ async def migrate(source: Store, target: Store, *, replace: bool = False, dry_ru
     data = await source.read(bot)
     data.conversations = _running_conversations(data.conversations)
     clock.lap("read")
-    old = await target.read(bot) if target.exists() else BotData()
-    if not old.is_empty() and not replace:
-        raise MigrationError(f"{target} already holds data ({_summary(old)}). It was not changed. "
-                             "Pass --replace to replace it, or choose a new target.")
-    if dry_run:  # a real run finds these while it writes (each value is encoded once)
-        problems = [problem for what, value in _progress(data.values(), data.size(), "checking", progress)
-                    if (problem := target.problem(what, value)) is not None]
-        if problems:
-            raise MigrationError(_refusal(source, target, problems))
-        clock.lap("check")
-    report = Report(str(source), str(target), data.counts(), dry_run, not old.is_empty(), clock.laps)
-    if dry_run:
-        return report
-    try:
-        await target.write(data, bot)
-    except NotStorable as exc:
-        raise MigrationError(_refusal(source, target, exc.problems)) from None
-    clock.lap("write")
-    written = await target.read(bot)
+    with target.only_migration():
+        old = await target.read(bot) if target.exists() else BotData()
+        if not old.is_empty() and not replace:
+            raise MigrationError(f"{target} already holds data ({_summary(old)}). It was not changed. "
+                                 "Pass --replace to replace it, or choose a new target.")
+        if dry_run:  # a real run finds these while it writes (each value is encoded once)
+            problems = [problem for what, value in _progress(data.values(), data.size(), "checking", progress)
+                        if (problem := target.problem(what, value)) is not None]
+            if problems:
+                raise MigrationError(_refusal(source, target, problems))
+            clock.lap("check")
+        report = Report(str(source), str(target), data.counts(), dry_run, not old.is_empty(), clock.laps)
+        if dry_run:
+            return report
+        try:
+            await target.write(data, bot)
+        except NotStorable as exc:
+            raise MigrationError(_refusal(source, target, exc.problems)) from None
+        clock.lap("write")
+        written = await target.read(bot)
     difference = differs(data, written, progress)
     clock.lap("verify")
     if difference:

@@ -493,3 +493,19 @@ async def test_postgresql_all_or_nothing(tmp_path):
     report = await migrate(open_store(str(new)), pg_store(schema), replace=True, progress=False)
     assert report.replaced
     assert value_differs_all(plain_data(), await pg_store(schema, "SOURCE").read(stand_in_bot())) is None
+
+
+def test_a_second_migration_into_the_same_file_at_once_is_refused(tmp_path):
+    """While one migration runs (here: its lock, held by this test), another into the same target
+    is refused instead of replacing the first one's result without --replace."""
+    shutil.copy(DATA / "ptb22.pickle", tmp_path / "bot.pickle")
+    lock = tmp_path / ".bot.sqlite3.migrate-lock"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        done = cli("bot.pickle", "bot.sqlite3", "--serializer", "pickle", cwd=tmp_path)
+    assert done.returncode == 1 and "Another migration into bot.sqlite3 is running" in done.stderr
+    assert not (tmp_path / "bot.sqlite3").exists()
+    lock.unlink()
+    done = cli("bot.pickle", "bot.sqlite3", "--serializer", "pickle", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bot.pickle", "bot.sqlite3"]
