@@ -59,7 +59,7 @@ def pickle_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
+def db(tmp_path: Path) -> Path:
     """A SQLite database file that does not exist yet, in this test's own directory."""
     return tmp_path / "bot.sqlite3"
 

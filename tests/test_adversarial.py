@@ -20,11 +20,6 @@ from persistence import SharedSQLitePersistence, SQLitePersistence
 from persistence.sqlite import DatabaseFileError
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "bot.sqlite3"
-
-
 async def load_chats(path: Path, cls: type[SQLitePersistence] = SQLitePersistence, **kwargs) -> dict:
     p = cls(path, **kwargs)
     try:

@@ -54,11 +54,6 @@ async def write_lock_held_by_another_process(path: Path) -> AsyncIterator[None]:
             assert await holder.wait() == 0
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "bot.sqlite3"
-
-
 async def loaded(cls: type[SQLitePersistence], path: Path) -> tuple[dict, dict, dict]:
     p = cls(path)
     try:

@@ -26,11 +26,6 @@ from bots.offline import ALICE, BOB, OfflineChat, application_builder, group_cha
 from persistence.sqlite import SCHEMA_VERSION, DatabaseFileError, DataNotStorableError, SQLitePersistence
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "bot.sqlite3"
-
-
 def rows(path: Path, sql: str, params=()) -> list[tuple]:
     """Read the file the way a reader would, with the stdlib sqlite3 module."""
     with sqlite3.connect(path) as conn:

@@ -17,7 +17,7 @@ GROUP = group_chat()
 
 
 @pytest.fixture
-async def chat(db_path: Path):
+async def chat(db: Path):
     """The sign-up bot, offline, over a SQLite file that outlives restarts. A handler that raises
     would otherwise only be logged by PTB, so every error fails the test."""
     errors: list[BaseException] = []
@@ -31,7 +31,7 @@ async def chat(db_path: Path):
         app.add_error_handler(record)
         return app
 
-    async with OfflineChat(build, lambda: stage4.make_persistence(db_path)) as chat:
+    async with OfflineChat(build, lambda: stage4.make_persistence(db)) as chat:
         yield chat
     assert errors == []
 
@@ -50,27 +50,27 @@ def stored_bot_data(path: Path) -> dict:
     return json.loads(data)
 
 
-async def test_restart_after_every_step_resumes_exactly_there(chat, db_path):
+async def test_restart_after_every_step_resumes_exactly_there(chat, db):
     assert await chat.send("/start") == [stage4.ASK_NAME]
     await chat.restart()
-    assert stored_steps(db_path) == {(ALICE.id, ALICE.id): stage4.NAME}
+    assert stored_steps(db) == {(ALICE.id, ALICE.id): stage4.NAME}
     assert await chat.send("Alice") == [stage4.ASK_AGE.format(name="Alice")]
     await chat.restart()
-    assert stored_steps(db_path) == {(ALICE.id, ALICE.id): stage4.AGE}
+    assert stored_steps(db) == {(ALICE.id, ALICE.id): stage4.AGE}
     assert await chat.send("34") == [stage4.ASK_CITY]
     await chat.restart()
-    assert stored_steps(db_path) == {(ALICE.id, ALICE.id): stage4.CITY}
+    assert stored_steps(db) == {(ALICE.id, ALICE.id): stage4.CITY}
     assert chat.app.user_data[ALICE.id]["forms"] == {ALICE.id: {"name": "Alice", "age": 34}}
     [done] = await chat.send("Lisbon")
     assert done.startswith("Thank you, Alice, you are signed up!")
     assert chat.app.user_data[ALICE.id] == {"profile": {"name": "Alice", "age": 34, "city": "Lisbon"}}
 
 
-async def test_a_finished_form_starts_fresh_after_a_restart(chat, db_path):
+async def test_a_finished_form_starts_fresh_after_a_restart(chat, db):
     for answer in ("/start", "Alice", "34", "Lisbon"):
         await chat.send(answer)
     await chat.restart()
-    assert stored_steps(db_path) == {}, "the ended conversation's row must be deleted"
+    assert stored_steps(db) == {}, "the ended conversation's row must be deleted"
     assert await chat.send("Paris") == [], "no form is running, so a plain message is not an answer"
     assert await chat.send("/start") == [stage4.ASK_NAME]
     assert await chat.send("/profile") == [
@@ -78,24 +78,24 @@ async def test_a_finished_form_starts_fresh_after_a_restart(chat, db_path):
     ]
 
 
-async def test_a_cancelled_form_starts_fresh_after_a_restart(chat, db_path):
+async def test_a_cancelled_form_starts_fresh_after_a_restart(chat, db):
     await chat.send("/start")
     await chat.send("Alice")
     assert await chat.send("/cancel") == [stage4.CANCELLED]
     await chat.restart()
-    assert stored_steps(db_path) == {}
+    assert stored_steps(db) == {}
     assert chat.app.user_data[ALICE.id] == {}
     assert await chat.send("34") == []
     assert await chat.send("/profile") == ["You have no profile yet: /start signs you up."]
     assert await chat.send("/start") == [stage4.ASK_NAME]
 
 
-async def test_two_users_in_one_group_keep_separate_steps(chat, db_path):
+async def test_two_users_in_one_group_keep_separate_steps(chat, db):
     await chat.send("/start", user=ALICE, chat=GROUP)
     await chat.send("/start", user=BOB, chat=GROUP)
     await chat.send("Alice", user=ALICE, chat=GROUP)
     await chat.restart()
-    assert stored_steps(db_path) == {(GROUP.id, ALICE.id): stage4.AGE, (GROUP.id, BOB.id): stage4.NAME}
+    assert stored_steps(db) == {(GROUP.id, ALICE.id): stage4.AGE, (GROUP.id, BOB.id): stage4.NAME}
     assert await chat.send("Bob", user=BOB, chat=GROUP) == [stage4.ASK_AGE.format(name="Bob")]
     assert await chat.send("34", user=ALICE, chat=GROUP) == [stage4.ASK_CITY]
     assert chat.app.user_data[ALICE.id]["forms"] == {GROUP.id: {"name": "Alice", "age": 34}}
@@ -104,13 +104,13 @@ async def test_two_users_in_one_group_keep_separate_steps(chat, db_path):
     assert await chat.send("Lisbon", user=ALICE) == []
 
 
-async def test_one_user_in_two_chats_fills_two_independent_forms(chat, db_path):
+async def test_one_user_in_two_chats_fills_two_independent_forms(chat, db):
     await chat.send("/start", user=ALICE)
     await chat.send("Alice", user=ALICE)
     await chat.send("/start", user=ALICE, chat=GROUP)  # must not touch the private form
     await chat.send("Ally", user=ALICE, chat=GROUP)
     await chat.restart()
-    assert stored_steps(db_path) == {(ALICE.id, ALICE.id): stage4.AGE, (GROUP.id, ALICE.id): stage4.AGE}
+    assert stored_steps(db) == {(ALICE.id, ALICE.id): stage4.AGE, (GROUP.id, ALICE.id): stage4.AGE}
     assert chat.app.user_data[ALICE.id]["forms"] == {ALICE.id: {"name": "Alice"}, GROUP.id: {"name": "Ally"}}
     await chat.send("34", user=ALICE)
     assert (await chat.send("Lisbon", user=ALICE))[0].startswith("Thank you, Alice,")
@@ -120,24 +120,24 @@ async def test_one_user_in_two_chats_fills_two_independent_forms(chat, db_path):
     assert await chat.send("/profile", user=ALICE) == ["Your profile: Alice, 34, Lisbon."]
 
 
-async def test_a_bad_age_is_asked_again_and_does_not_advance(chat, db_path):
+async def test_a_bad_age_is_asked_again_and_does_not_advance(chat, db):
     await chat.send("/start")
     await chat.send("Alice")
     for bad in ("thirty-four", "-3", "0", "121", "34.5"):
         assert await chat.send(bad) == [stage4.BAD_AGE], bad
     await chat.restart()
-    assert stored_steps(db_path) == {(ALICE.id, ALICE.id): stage4.AGE}
+    assert stored_steps(db) == {(ALICE.id, ALICE.id): stage4.AGE}
     assert await chat.send("many") == [stage4.BAD_AGE]
     assert chat.app.user_data[ALICE.id]["forms"] == {ALICE.id: {"name": "Alice"}}
     assert await chat.send(" 34 ") == [stage4.ASK_CITY]
 
 
-async def test_the_counter_of_completed_forms_survives_a_restart(chat, db_path):
+async def test_the_counter_of_completed_forms_survives_a_restart(chat, db):
     for user in (ALICE, BOB):
         for answer in ("/start", user.first_name, "40", "Porto"):
             await chat.send(answer, user=user)
     await chat.restart()
-    assert stored_bot_data(db_path) == {"forms_completed": 2}
+    assert stored_bot_data(db) == {"forms_completed": 2}
     assert chat.app.bot_data["forms_completed"] == 2
     for answer in ("/start", "Alice", "35"):
         await chat.send(answer)
@@ -155,12 +155,12 @@ async def test_profile_mid_form_shows_progress_and_keeps_the_step(chat):
     assert await chat.send("34") == [stage4.ASK_CITY]
 
 
-async def test_start_in_the_middle_begins_the_form_again(chat, db_path):
+async def test_start_in_the_middle_begins_the_form_again(chat, db):
     await chat.send("/start")
     await chat.send("Alice")
     assert await chat.send("/start") == [stage4.ASK_NAME]
     await chat.save()
-    assert stored_steps(db_path) == {(ALICE.id, ALICE.id): stage4.NAME}
+    assert stored_steps(db) == {(ALICE.id, ALICE.id): stage4.NAME}
     assert chat.app.user_data[ALICE.id]["forms"] == {ALICE.id: {}}
 
 

@@ -21,8 +21,8 @@ def errors() -> list[BaseException]:
 
 
 @pytest.fixture
-def make_chat(db_path: Path, errors: list[BaseException]):
-    """``make_chat(**build_kwargs)``: the shop bot offline over ``db_path``. Errors raised in
+def make_chat(db: Path, errors: list[BaseException]):
+    """``make_chat(**build_kwargs)``: the shop bot offline over ``db``. Errors raised in
     handlers (which PTB would only log) are collected and fail the test."""
 
     def make(**build_kwargs: Any) -> OfflineChat:
@@ -35,7 +35,7 @@ def make_chat(db_path: Path, errors: list[BaseException]):
             app.add_error_handler(record)
             return app
 
-        return OfflineChat(build, lambda: stage5.make_persistence(db_path))
+        return OfflineChat(build, lambda: stage5.make_persistence(db))
 
     yield make
     assert errors == []
@@ -82,10 +82,10 @@ async def test_a_button_sent_before_a_restart_gets_its_object(chat):
     assert chat.app.user_data[ALICE.id]["cart"] == {"pear": 6}
 
 
-async def test_the_stored_button_objects_are_tuples_again_when_loaded(chat, db_path):
+async def test_the_stored_button_objects_are_tuples_again_when_loaded(chat, db):
     await chat.send("/menu")
     await chat.save()
-    fresh = SQLitePersistence(db_path)
+    fresh = SQLitePersistence(db)
     try:
         stored = await fresh.get_callback_data()
     finally:
@@ -126,7 +126,7 @@ async def test_callback_data_not_from_this_bot_gets_a_friendly_answer(chat):
     assert "cart" not in chat.app.user_data.get(ALICE.id, {})
 
 
-async def test_the_callback_cache_is_bounded(make_chat, db_path):
+async def test_the_callback_cache_is_bounded(make_chat, db):
     async with make_chat(arbitrary_callback_data=3) as chat:
         assert chat.app.bot.callback_data_cache.maxsize == 3
         menus = []
