@@ -7,7 +7,6 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-import pytest
 from test_persistence_contract import same
 from test_sqlite_persistence import raw_sql, rows
 from test_sqlite_persistence import stored_after_restart as stored_chat_data
@@ -16,11 +15,6 @@ from bots import stage1_pickle_logger as stage1
 from bots.offline import ALICE, OfflineChat, application_builder
 from persistence.shared import SharedSQLitePersistence
 from persistence.sqlite import DatabaseFileError
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "bot.sqlite3"
 
 
 async def stored_after_restart(path: Path):
