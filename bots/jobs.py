@@ -248,6 +248,10 @@ async def deliver(
         logger.exception("reminder %s of chat %s: could not save that it is being sent, so it was "
                          "not sent; trying again in %.0f s", reminder_id, chat_id, RETRY_AFTER)
         schedule(application, chat_id, reminder, delay=RETRY_AFTER)
+        # A persistence that keeps failed writes (SQLitePersistence, PostgresPersistence) would
+        # otherwise write the claim with its next save, and a crash after that would drop the
+        # run unsent: hand it the undone claim, which replaces the kept one.
+        await _save_or_log(application, chat_id, f"undone claim of reminder {reminder_id}")
         return
     try:
         await application.bot.send_message(chat_id, text)

@@ -38,6 +38,7 @@ from bots import jobs
 from bots import stage7_reminders as stage7
 from bots.offline import (
     ALICE,
+    BOB,
     OFFLINE_TOKEN,
     OfflineBotAPI,
     OfflineChat,
@@ -421,9 +422,22 @@ async def test_a_run_whose_claim_cannot_be_saved_is_not_sent_but_tried_again(tmp
             assert only_reminder(chat) == before, "the run is not claimed: it is still to be sent"
             [job] = chat.app.job_queue.get_jobs_by_name(f"reminder {CHAT}:1")
             assert job.next_t.timestamp() == pytest.approx(time.time() + jobs.RETRY_AFTER, abs=2)
+            undone = LogEvent("the undone claim of reminder 1 could not be saved at once")
+            logging.getLogger("bots.jobs").addHandler(undone)
+            try:
+                async with asyncio.timeout(10):
+                    await undone.event.wait()
+            finally:
+                logging.getLogger("bots.jobs").removeHandler(undone)
         finally:
             locker.execute("ROLLBACK")
             locker.close()
+        # The persistence kept the writes it could not make. Another chat's save writes them now,
+        # and then the bot dies: what is on disk for Alice must be the unclaimed reminder.
+        await chat.send("/remind 1h other", user=BOB)
+        await crash(chat)
+        stored = await stored_chat_data(lambda: SQLitePersistence(path))
+        assert stored[jobs.REMINDERS] == [before], "a claim that failed is never left on disk"
     assert errors == []
 
 
