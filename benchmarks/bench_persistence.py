@@ -42,12 +42,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.contenders import CONTENDERS, SPECS
+from benchmarks.contenders import CONTENDERS, SPECS, make_chats
 from benchmarks.report import machine_info, render_markdown, render_plot, results_json, source_id
 from benchmarks.runner import FULL, QUICK, REPO, SETUP_BUDGET, log, run_all, run_child
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-__all__ = ["CONTENDERS", "main"]
+__all__ = ["CONTENDERS", "main", "make_chats"]  # (bench_migrate.py uses the same workload)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
