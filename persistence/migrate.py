@@ -53,7 +53,8 @@ What it guarantees
 * **Nothing overwritten by accident**: a target that already holds data is refused unless
   ``--replace`` is given; then it is replaced at once (the new file is renamed over it; in
   PostgreSQL, the same transaction deletes what the schema held). A SQLite target that another
-  program has open (the bot still running) is refused.
+  program has open (the bot still running) is refused, and so is a second migration into the
+  same target while one runs.
 * **Checked**: after writing, the target is read back through its persistence class and compared
   with the source, value by value; the tool then prints how much of each kind it moved.
 
@@ -83,6 +84,7 @@ import contextlib
 import fcntl
 import gc
 import glob
+import hashlib
 import json
 import math
 import os
@@ -93,7 +95,7 @@ import sqlite3
 import sys
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -237,33 +239,37 @@ class Store(abc.ABC):
     def __str__(self) -> str:
         return self.location
 
-    @contextlib.contextmanager
-    def only_migration(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def only_migration(self) -> AsyncIterator[None]:
         """Held from reading what the target holds until it is replaced: a second migration into
-        the same file at the same time is refused, instead of replacing the first one's result
-        without ``--replace``. (A lock file next to the target, removed when done.)"""
-        path = Path(self.location)
-        lock = path.with_name(f".{path.name}.migrate-lock")
-        while True:
-            try:
-                handle = os.open(lock, os.O_CREAT | os.O_WRONLY, 0o600)
-            except OSError as exc:
-                raise MigrationError(f"Cannot write next to {self.location}: {exc.strerror}. It was "
-                                     "not changed.") from exc
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(handle)
-                raise MigrationError(f"Another migration into {self.location} is running. It was not "
-                                     "changed. Wait for it to finish.") from None
-            if lock.exists() and lock.stat().st_ino == os.fstat(handle).st_ino:
-                break
-            os.close(handle)  # the other migration finished and removed the file meanwhile: again
+        the same target at the same time is refused, instead of replacing the first one's result
+        without ``--replace``. (A lock file next to a file target, removed when done.)"""
+        lock, handle = _lock_next_to(Path(self.location))
         try:
             yield
         finally:
             lock.unlink()  # while still held: a migration starting now locks a new file
             os.close(handle)
+
+
+def _lock_next_to(path: Path) -> tuple[Path, int]:
+    """``.NAME.migrate-lock`` next to ``path``, created and locked (``flock``): the lock file and
+    its open descriptor. Refused when another process holds it."""
+    lock = path.with_name(f".{path.name}.migrate-lock")
+    while True:
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_WRONLY, 0o600)
+        except OSError as exc:
+            raise MigrationError(f"Cannot write next to {path}: {exc.strerror}. It was not changed.") from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise MigrationError(f"Another migration into {path} is running. It was not changed. Wait "
+                                 "for it to finish.") from None
+        if lock.exists() and lock.stat().st_ino == os.fstat(handle).st_ino:
+            return lock, handle
+        os.close(handle)  # the other migration finished and removed the file meanwhile: again
 
 
 class PickleStore(Store):
@@ -509,6 +515,12 @@ def _write_calls(persistence: Any, data: BotData, old: BotData | None = None) ->
     return calls
 
 
+def migration_lock_key(schema: str) -> int:
+    """The PostgreSQL advisory lock a migration into ``schema`` holds (a signed 64-bit int)."""
+    digest = hashlib.blake2b(f"persistence.migrate {schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 class PostgresStore(Store):
     """A ``PostgresPersistence`` schema (``persistence/postgres.py``, stage 9).
 
@@ -538,20 +550,31 @@ class PostgresStore(Store):
     def exists(self) -> bool:
         return True  # a server: read() says what the schema holds
 
-    @contextlib.contextmanager
-    def only_migration(self) -> Iterator[None]:
-        yield  # (no lock file: the write is one transaction, and reads what it replaces inside it)
+    @contextlib.asynccontextmanager
+    async def only_migration(self) -> AsyncIterator[None]:
+        """A PostgreSQL advisory lock per schema, held on a connection of its own."""
+        conn = await self._connect()
+        try:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", migration_lock_key(self.schema)):
+                raise MigrationError(f"Another migration into {self} is running. It was not changed. "
+                                     "Wait for it to finish.")
+            yield
+        finally:
+            await conn.close()  # (which releases the lock)
+
+    async def _connect(self) -> Any:
+        import asyncpg  # type: ignore[import-untyped]
+
+        try:
+            return await asyncpg.connect(self.location)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise MigrationError(f"Cannot connect to PostgreSQL at {self}: {exc}. Check that the server "
+                                 "runs and the address, user, password and database are right.") from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any] | None:
         """Rows of one query on a connection of its own (``None``: the schema has no
         PostgresPersistence tables); creates nothing, unlike opening a ``PostgresPersistence``."""
-        import asyncpg  # type: ignore[import-untyped]
-
-        try:
-            conn = await asyncpg.connect(self.location)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise MigrationError(f"Cannot connect to PostgreSQL at {self}: {exc}. Check that the server "
-                                 "runs and the address, user, password and database are right.") from exc
+        conn = await self._connect()
         try:
             if await conn.fetchval("SELECT to_regclass($1)", f"{self.schema}.ptb_settings") is None:
                 return None
@@ -811,7 +834,7 @@ async def migrate(source: Store, target: Store, *, replace: bool = False, dry_ru
     data = await source.read(bot)
     data.conversations = _running_conversations(data.conversations)
     clock.lap("read")
-    with target.only_migration():
+    async with target.only_migration():
         old = await target.read(bot) if target.exists() else BotData()
         if not old.is_empty() and not replace:
             raise MigrationError(f"{target} already holds data ({_summary(old)}). It was not changed. "

@@ -40,6 +40,7 @@ from persistence.migrate import (
     differs,
     export_json,
     migrate,
+    migration_lock_key,
     open_store,
     stand_in_bot,
     value_differs,
@@ -509,3 +510,19 @@ def test_a_second_migration_into_the_same_file_at_once_is_refused(tmp_path):
     done = cli("bot.pickle", "bot.sqlite3", "--serializer", "pickle", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bot.pickle", "bot.sqlite3"]
+
+
+@pytest.mark.slow
+async def test_a_second_migration_into_the_same_postgresql_schema_at_once_is_refused(tmp_path):
+    schema = fresh_schema("migrate")
+    source = tmp_path / "new.json"
+    source.write_text(json.dumps(export_json(plain_data())))
+    other = await asyncpg.connect(database_url())  # the first migration, as far as the lock goes
+    try:
+        await other.execute("SELECT pg_advisory_lock($1)", migration_lock_key(schema))
+        with pytest.raises(MigrationError, match=r"Another migration into .* is running"):
+            await migrate(open_store(str(source)), pg_store(schema), progress=False)
+    finally:
+        await other.close()
+    assert await pg_store(schema)._settings() is None
+    await migrate(open_store(str(source)), pg_store(schema), progress=False)
