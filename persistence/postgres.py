@@ -39,6 +39,10 @@ Arguments of :class:`PostgresPersistence`
 ``schema``
     The PostgreSQL schema holding the tables (default ``"public"``); created if missing. Several
     bots can share one database, each in its own schema.
+``wait_for_server``
+    Seconds an isolated update waits, retrying, for a server that does not answer (a restart, a
+    network outage) before its error goes to the error handlers (default 60). Meanwhile a
+    warning is logged; the handlers run only once the update's rows are locked and read.
 ``pool_size``
     Connections per process (default 10). An update holds one while it runs: with
     ``concurrent_updates(N)``, at most ``pool_size`` updates of different users run at once.
@@ -78,6 +82,7 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import logging
 import random
 import re
 from collections.abc import AsyncIterator, Iterable
@@ -111,6 +116,16 @@ _MERGED = ("user_data", "chat_data", "bot_data")  # rows a save merges with othe
 class PostgresSchemaError(RuntimeError):
     """The database cannot be used: another program's tables, a newer schema, another serializer,
     or no server at the address. The message names it and the fix; nothing was changed."""
+
+
+class DatabaseUnreachableError(PostgresSchemaError):
+    """No PostgreSQL server answers at the address (or it refused the connection)."""
+
+
+# what a server that is gone, restarting or unreachable raises: an isolated update waits for it
+_UNREACHABLE = (OSError, TimeoutError, DatabaseUnreachableError, asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError)
+_log = logging.getLogger(__name__)
 
 
 def _schema_sql(schema: str, kind: str) -> list[str]:
@@ -188,6 +203,7 @@ class _Hold:
     conn: Any
     rows: dict[tuple[str, int], dict[Any, Any]] = field(default_factory=dict)
     conversations: list[tuple[str, Any, _Key]] = field(default_factory=list)  # (name, states, key)
+    written: list[tuple[tuple[str, Any], Any]] = field(default_factory=list)  # (row, (version, data))
 
 
 class PostgresPersistence(BasePersistence[Any, Any, Any]):
@@ -200,6 +216,8 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         serializer (:obj:`str`, optional): ``"json"`` (default) or ``"pickle"``.
         schema (:obj:`str`, optional): PostgreSQL schema of the tables (default ``"public"``).
         pool_size (:obj:`int`, optional): connections per process (default 10).
+        wait_for_server (:obj:`float`, optional): seconds an isolated update waits for a server that
+            is unreachable (restarting, a network outage) before it fails (default 60).
 
     Use it with :class:`IsolatingApplication` when more than one process serves the bot; see the
     module docstring for the tables, the guarantees and their costs.
@@ -214,6 +232,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         serializer: Literal["json", "pickle"] = "json",
         schema: str = "public",
         pool_size: int = 10,
+        wait_for_server: float = 60,
     ) -> None:
         super().__init__(store_data=store_data, update_interval=update_interval)
         if serializer not in ("json", "pickle"):
@@ -224,6 +243,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         self.serializer = serializer
         self.schema = schema
         self.pool_size = pool_size
+        self.wait_for_server = wait_for_server
         # pickle mode: sqlite.py's pickler (it swaps the Bot inside Telegram objects); only its
         # encode/decode are used, no file is ever opened
         self._pickle = SQLitePersistence(f"PostgreSQL schema {schema}", serializer="pickle")
@@ -236,7 +256,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         self._last_error: BaseException | None = None
         self._writer: asyncio.Task[None] | None = None
         # isolation: in-process locks, the holds of running updates, rounds of PTB's periodic save
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, updates using it
         self._held: dict[tuple[str, Any], int] = {}  # (table or conversation, key) -> sections
         self._managed: set[tuple[str, Any]] = set()  # rows the isolation writes itself
         # during PTB's save round: rows as they were when PTB copied the data (_SKIP: an isolated
@@ -256,7 +276,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                     try:
                         pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
                     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                        raise PostgresSchemaError(
+                        raise DatabaseUnreachableError(
                             f"Cannot connect to PostgreSQL at {_safe_dsn(self.dsn)}: {exc}. Check that "
                             "the server runs and the address, user, password and database are right."
                         ) from exc
@@ -637,9 +657,8 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                             (("chat_data", chat_id), ("user_data", user_id)) if key is not None})
         async with contextlib.AsyncExitStack() as stack:
             for lock_key in lock_keys:  # always in the same order: no deadlock between updates
-                await stack.enter_async_context(self._locks.setdefault(lock_key, asyncio.Lock()))
-            pool = await self._connect()
-            conn = await stack.enter_async_context(pool.acquire())
+                await stack.enter_async_context(self._in_process_lock(lock_key))
+            conn = await self._open_section(stack, lock_keys)
             for row in held:
                 self._held[row] = self._held.get(row, 0) + 1
                 self._managed.add(row)
@@ -647,12 +666,19 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
             section = _Section(conn, bot_data_read=self.store_data.bot_data)
             token = _this_update.set(section)
             try:
-                async with _locked_transaction(conn, lock_keys):
+                try:
                     hold = await self._enter(conn, application, rows, states)
                     try:
                         yield
                     finally:
                         errors = await self._exit(conn, hold)
+                except BaseException:
+                    if not conn.is_closed():
+                        await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")  # releases the advisory locks
+                for row, value in hold.written:  # (not before: a failed commit wrote nothing, and
+                    self._note_known(row, value)  # the periodic save writes what is not known)
             finally:
                 section.conn = None
                 _this_update.reset(token)
@@ -664,6 +690,45 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                         self._round[row] = _SKIP
         if errors:
             raise errors[0]
+
+    @contextlib.asynccontextmanager
+    async def _in_process_lock(self, key: int) -> AsyncIterator[None]:
+        """The ``asyncio`` lock of one id in this process, dropped when no update uses it."""
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def _open_section(self, stack: contextlib.AsyncExitStack, lock_keys: list[int]) -> Any:
+        """A pooled connection in a transaction holding the advisory locks ``lock_keys``. A server
+        that does not answer is waited for, up to ``wait_for_server`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + self.wait_for_server, 0.05
+        while True:
+            conn = None
+            try:
+                pool = await self._connect()
+                conn = await pool.acquire()
+                await conn.execute(_begin_and_lock(lock_keys))
+                stack.push_async_callback(pool.release, conn)
+                return conn
+            except _UNREACHABLE as exc:
+                if conn is not None:
+                    await pool.release(conn)
+                if loop.time() + delay > deadline:
+                    raise
+                if delay == 0.05:  # once per update
+                    _log.warning("PostgreSQL at %s does not answer (%s); an update waits for it, up "
+                                 "to %s s", _safe_dsn(self.dsn), exc, self.wait_for_server)
+                await asyncio.sleep(delay)  # a back-off, not a measurement
+                delay = min(delay * 2, 2.0)
 
     async def _enter(self, conn: Any, application: Application[Any, Any, Any, Any, Any, Any],
                      rows: list[tuple[str, int]], states: list[tuple[str, Any, _Key]]) -> _Hold:
@@ -704,7 +769,8 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
 
     async def _exit(self, conn: Any, hold: _Hold) -> list[Exception]:
         """Write the held rows and conversation states that changed. A row that cannot be stored
-        fails alone (returned), keeping what was stored before; the others are written."""
+        fails alone (returned), keeping what was stored before; the others are written. What was
+        written is noted in ``hold.written``, to be known once the transaction has committed."""
         s, errors = self.schema, list[Exception]()
         for (table, key), live in hold.rows.items():
             try:
@@ -720,7 +786,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                 f"INSERT INTO {s}.{table} ({column}, data, version) VALUES ($1, $2, $3) ON CONFLICT"
                 f" ({column}) DO UPDATE SET data = excluded.data, version = excluded.version",
                 key, data, version)
-            self._note_known((table, key), (version, data))
+            hold.written.append(((table, key), (version, data)))
         for name, conversations, conv_key in hold.conversations:
             row = ("conversations", (name, _conversation_key(conv_key)))
             state = _get_state(conversations, conv_key)
@@ -738,17 +804,22 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                 await conn.execute(
                     f"INSERT INTO {s}.conversations (name, key, state) VALUES ($1, $2, $3)"
                     " ON CONFLICT (name, key) DO UPDATE SET state = excluded.state", *row[1], stored)
-            self._note_known(row, None if state is None else (0, state))
+            hold.written.append((row, None if state is None else (0, state)))
         return errors
+
+
+def _begin_and_lock(lock_keys: list[int]) -> str:
+    """``BEGIN`` and the advisory locks, one round trip (the keys are ints this file computes, so
+    they can be part of the SQL text), in ascending order: two transactions never wait for each
+    other in a circle."""
+    keys = ",".join(str(int(key)) for key in sorted(lock_keys))
+    return f"BEGIN; SELECT pg_advisory_xact_lock(k) FROM unnest('{{{keys}}}'::bigint[]) AS k"
 
 
 @contextlib.asynccontextmanager
 async def _locked_transaction(conn: Any, lock_keys: list[int]) -> AsyncIterator[None]:
-    """A transaction holding the advisory locks ``lock_keys`` (ascending: two transactions never
-    wait for each other in a circle) until it ends. ``BEGIN`` and the locks go to the server in one
-    round trip (the keys are ints this file computes, so they can be part of the SQL text)."""
-    keys = ",".join(str(int(key)) for key in lock_keys)
-    await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock(k) FROM unnest('{{{keys}}}'::bigint[]) AS k")
+    """A transaction holding the advisory locks ``lock_keys`` until it ends."""
+    await conn.execute(_begin_and_lock(lock_keys))
     try:
         yield
     except BaseException:

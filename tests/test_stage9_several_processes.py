@@ -10,6 +10,7 @@ as PostgreSQL is concerned (each has its own connections) - to show one guarante
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import shutil
@@ -349,5 +350,41 @@ async def test_a_save_while_the_server_is_down_is_kept_and_written_when_it_is_ba
     assert await reader.get_chat_data() == {1: {"before": 1}, 2: {"while down": 2}}
     assert await reader.get_bot_data() == {"after": 3}
     await reader.flush()
+    stop_private_server(directory)
+    shutil.rmtree(directory)
+
+
+async def test_an_update_waits_for_a_server_that_is_restarting_and_loses_nothing():
+    """The server stops while the bot runs: the next update waits (a warning says so), and once the
+    server is back it is handled and its counter stored - nothing reached an error handler."""
+    directory = Path(tempfile.mkdtemp(prefix="cookbook-pg-restart-"))
+    dsn = start_private_server(directory, delete=True)
+    app, api = await started(lambda: PostgresPersistence(dsn, schema="restart"))
+    errors = []
+
+    async def record(update, context) -> None:
+        errors.append(context.error)
+
+    app.add_error_handler(record)
+    await app.process_update(message_update(app, api, "before", ALICE))
+    stop_private_server(directory)
+    waiting = asyncio.Event()
+    watcher = logging.Handler()
+    watcher.emit = lambda record: waiting.set() if "does not answer" in record.getMessage() else None
+    logging.getLogger("persistence.postgres").addHandler(watcher)
+    try:
+        handled = asyncio.create_task(app.process_update(message_update(app, api, "while down", ALICE)))
+        await asyncio.wait_for(waiting.wait(), 30)
+    finally:
+        logging.getLogger("persistence.postgres").removeHandler(watcher)
+    assert not handled.done()
+    start_private_server(directory)
+    await asyncio.wait_for(handled, 60)
+    assert api.calls[-1].params["text"].startswith("Alice: your message 2")
+    await app.shutdown()
+    reader = PostgresPersistence(dsn, schema="restart")
+    assert (await reader.get_user_data())[ALICE.id]["messages"] == 2
+    await reader.flush()
+    assert errors == []
     stop_private_server(directory)
     shutil.rmtree(directory)
