@@ -58,8 +58,8 @@ with every write (a trigger bumps it when another program forgets), which is how
 rows changed behind its back. Tables of another program, or a schema made by a newer version of
 this file, are refused with one :class:`PostgresSchemaError` naming them; nothing is changed.
 
-Guarantees (each tested with four processes and random routing, ``tests/test_stage9_several_processes.py``)
--------------------------------------------------------------------------------------------------------
+Guarantees (each tested in ``tests/test_stage9_several_processes.py``, with real processes)
+----------------------------------------------------------------------------------------
 * A user's and a chat's data never lose an update, whichever processes handle them: a handler's
   read-modify-write (``user_data["n"] += 1``) stays exact.
 * Bot data: each save merges top-level key by key with what other processes saved (the merge of
@@ -68,9 +68,13 @@ Guarantees (each tested with four processes and random routing, ``tests/test_sta
 * A persistent conversation continues at the right step whichever process gets the next message.
 * A job that changes a user's or chat's data is as safe as a handler when its callback runs inside
   ``async with context.application.isolated(user_id=..., chat_id=...)``.
+* Nothing is lost while the server is away: an update waits for it (``wait_for_server``), and a
+  save round that cannot be written is kept and written again at the next save and at ``flush()``
+  (which raises ``SaveFailedError`` naming what is still unsaved).
 
-Costs and limits: each update with a user or chat takes one pooled connection and four short
-statements (begin + lock, read, write, commit) - about 0.5 ms on a local server. Handlers with
+Costs and limits: each update with a user or chat holds one pooled connection while it runs and
+makes four round trips to the server (begin + locks, one read, the changed rows, commit); what that
+costs on this project's machine is in ``benchmarks/results/postgres.md``. Handlers with
 ``block=False`` run after the lock is released: their changes are saved by the periodic save,
 merged key by key. Nested and ``per_message`` conversations are loaded once, as PTB does.
 """
@@ -193,6 +197,7 @@ class _Write:
     what: str
     base: Any = None  # the row as this process knew it when PTB copied the data (for the merge)
     written: Any = None  # (version, stored data) once committed
+    params: tuple[Any, ...] = ()  # the encoded row
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -383,31 +388,83 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                 raise
 
     async def _write_batch(self, batch: list[_Write]) -> None:
+        for write in list(batch):  # encoded first, outside the transaction
+            write.written = None  # (a write kept from a failed round may have been written once)
+            try:
+                write.params = self._params(write)
+            except DataNotStorableError as exc:  # fails alone: the round's other writes go on
+                write.done.set_exception(exc)
+                batch.remove(write)
+        latest = {(write.table, write.key): write for write in batch}  # two rounds queued at once
         pool = await self._connect()
         # the rows to merge are locked as an isolated update locks them (the same advisory locks,
         # always in ascending order: no deadlock), so no other process writes them meanwhile
-        locks = sorted({self._lock_of((w.table, w.key)) for w in batch if w.table in _MERGED})
+        locks = sorted({self._lock_of(row) for row in latest if row[0] in _MERGED})
         async with pool.acquire() as conn, _locked_transaction(conn, locks):
-            await self._merge_other_writers(conn, batch)
-            rows: dict[str, list[tuple[Any, ...]]] = {}
-            for write in list(batch):
-                try:
-                    params = self._params(write)
-                except DataNotStorableError as exc:  # fails alone: the round's other writes go on
-                    write.done.set_exception(exc)
-                    batch.remove(write)
-                    continue
-                rows.setdefault(self._statement(write), []).append(params)
-            for sql, params_list in rows.items():
+            for table in _KEY_COLUMN:
+                upserts = [w for (t, _), w in latest.items() if t == table and w.value is not _DELETE]
+                if upserts:
+                    await self._upsert(conn, table, upserts)
+            others: dict[str, list[tuple[Any, ...]]] = {}
+            for write in latest.values():
+                if write.table == "conversations" or write.value is _DELETE:
+                    others.setdefault(self._statement(write), []).append(write.params)
+            for sql, params_list in others.items():
                 await conn.executemany(sql, params_list)
-        for write in batch:
+        for row, write in latest.items():
             if write.table in _KEY_COLUMN:
-                self._note_known((write.table, write.key), write.written)
+                self._note_known(row, write.written)
             elif write.table == "conversations":
-                self._note_known(("conversations", write.key),
-                                 None if write.value is _DELETE else (0, write.value))
+                self._note_known(row, None if write.value is _DELETE else (0, write.value))
+        for write in batch:
             if not write.done.done():
                 write.done.set_result(None)
+
+    async def _upsert(self, conn: Any, table: str, writes: list[_Write]) -> None:
+        """Write rows of ``table`` in one statement. Rows of user, chat and bot data are written
+        only where they are still as this process knew them (``base``, as of PTB's copy); the
+        others, changed by another process meanwhile, are read, merged top-level key by key with
+        that process's changes (``merge`` of shared.py), and written then."""
+        if table not in _MERGED:
+            await self._insert_rows(conn, table, writes, only_if_known=False)
+            return
+        await self._insert_rows(conn, table, writes, only_if_known=True)
+        changed = [write for write in writes if write.written is None]
+        if not changed:
+            return
+        column = _KEY_COLUMN[table]
+        theirs = dict(await conn.fetch(f"SELECT {column}, data FROM {self.schema}.{table}"
+                                       f" WHERE {column} = ANY($1)", [w.key for w in changed]))
+        for write in changed:
+            stored = self._decode(theirs[write.key], write.what) if write.key in theirs else {}
+            ancestor = self._decode(write.base[1], write.what) if write.base else {}
+            if isinstance(write.value, dict) and isinstance(stored, dict):
+                write.value = dict(write.value)
+                for name, value in merge(write.value, stored, ancestor).items():
+                    put(write.value, name, value)
+                write.params = self._params(write)
+        await self._insert_rows(conn, table, changed, only_if_known=False)
+
+    async def _insert_rows(self, conn: Any, table: str, writes: list[_Write], only_if_known: bool) -> None:
+        """One ``INSERT ... ON CONFLICT`` for all ``writes``; sets ``written`` on those written.
+        ``only_if_known``: a row is updated only if its version is still the one of ``base``."""
+        column = _KEY_COLUMN[table]
+        kind = "text" if self.serializer == "json" else "bytea"
+        if only_if_known:  # (a known row is sent with its old version; a new row with a new one)
+            versions = [w.base[0] if w.base else _new_version() for w in writes]
+            update = "version = (random() * 9e18)::bigint WHERE t.version = excluded.version"
+        else:
+            versions = [_new_version() for _ in writes]
+            update = "version = excluded.version"
+        rows = await conn.fetch(
+            f"INSERT INTO {self.schema}.{table} AS t ({column}, data, version)"
+            f" SELECT * FROM unnest($1::bigint[], $2::{kind}[], $3::bigint[]) ON CONFLICT ({column})"
+            f" DO UPDATE SET data = excluded.data, {update} RETURNING {column}, version",
+            [w.key for w in writes], [w.params[1] for w in writes], versions)
+        written = dict(rows)
+        for write in writes:
+            if write.key in written:
+                write.written = (written[write.key], write.params[1])
 
     def _params(self, write: _Write) -> tuple[Any, ...]:
         if write.table == "conversations":
@@ -417,9 +474,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
             return (name, key, self._encode(write.value, write.what))
         if write.value is _DELETE:
             return (write.key,)
-        data, version = self._encode(write.value, write.what), _new_version()
-        write.written = (version, data)
-        return (write.key, data, version)
+        return (write.key, self._encode(write.value, write.what))
 
     def _statement(self, write: _Write) -> str:
         s = self.schema
@@ -433,30 +488,6 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
             return f"DELETE FROM {s}.{write.table} WHERE {column} = $1"
         return (f"INSERT INTO {s}.{write.table} ({column}, data, version) VALUES ($1, $2, $3)"
                 f" ON CONFLICT ({column}) DO UPDATE SET data = excluded.data, version = excluded.version")
-
-    async def _merge_other_writers(self, conn: Any, batch: list[_Write]) -> None:
-        """Inside the save's transaction (the rows locked): rows another process changed since this
-        one last read or wrote them keep that process's changes, top-level key by key (``merge``
-        of shared.py). One query per table finds them; only those are read and decoded."""
-        for table in _MERGED:
-            writes = {w.key: w for w in batch if w.table == table and w.value is not _DELETE}
-            if not writes:
-                continue
-            keys = list(writes)
-            known = [None if writes[key].base is None else writes[key].base[0] for key in keys]
-            changed = await conn.fetch(
-                f"SELECT t.{_KEY_COLUMN[table]}, t.data FROM unnest($1::bigint[], $2::bigint[])"
-                f" AS mine(key, version) JOIN {self.schema}.{table} AS t"
-                f" ON t.{_KEY_COLUMN[table]} = mine.key WHERE t.version IS DISTINCT FROM mine.version",
-                keys, known)
-            for key, data in changed:
-                write = writes[key]
-                theirs = self._decode(data, write.what)
-                ancestor = self._decode(write.base[1], write.what) if write.base else {}
-                if isinstance(write.value, dict) and isinstance(theirs, dict):
-                    write.value = dict(write.value)
-                    for name, value in merge(write.value, theirs, ancestor).items():
-                        put(write.value, name, value)
 
     async def _write(self, table: str, key: Any, value: Any, what: str | None = None) -> None:
         """Queue one row's write (``_DELETE``: its deletion) for the current save round."""
