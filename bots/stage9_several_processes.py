@@ -154,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: 4 for --demo and BOT_TOKEN, else one)")
     parser.add_argument("--worker", metavar="NAME", help=argparse.SUPPRESS)  # started by the router
-    parser.add_argument("--dsn", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     token = os.environ.get("BOT_TOKEN")
     configure_logging(logging.INFO if token else logging.WARNING)
     if args.worker:
-        return asyncio.run(workers.run_worker(sys.modules[__name__], args.dsn, args.worker, token))
+        # (the address comes in the environment, where other users cannot read it, unlike argv)
+        return asyncio.run(workers.run_worker(sys.modules[__name__], os.environ["DATABASE_URL"],
+                                              args.worker, token))
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.demo:

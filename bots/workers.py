@@ -1,6 +1,6 @@
 """Several processes of one bot: the worker loop, the router that feeds them, the stage 9 demo.
 
-A **worker** (``python -m bots.stage9_several_processes --worker NAME --dsn DSN``) is one bot
+A **worker** (``DATABASE_URL=... python -m bots.stage9_several_processes --worker NAME``) is one bot
 process: the stage's Application over ``PostgresPersistence``, started as ``run_webhook`` would
 start it. It reads updates, one JSON object per line, from its standard input and puts them on the
 Application's ``update_queue`` - the very path webhook and polling updates take. Offline, every
@@ -29,6 +29,7 @@ from telegram.ext import Application, ContextTypes
 
 from bots.offline import ALICE, BOB, OfflineBotAPI, User, application_builder, group_chat, message_update
 from bots.offline.api import Chat, private_chat
+from persistence.postgres import safe_dsn
 
 
 # ------------------------------------------------------------------------------------------------
@@ -96,8 +97,8 @@ class Router:
     async def start(self, first: int = 1) -> None:
         for number in range(first, first + self.count):
             name = f"w{number}"
-            command = [sys.executable, "-m", self.stage_module, "--worker", name, "--dsn", self.dsn]
-            env = {**os.environ, "STAGE9_WORKER": name}
+            command = [sys.executable, "-m", self.stage_module, "--worker", name]
+            env = {**os.environ, "STAGE9_WORKER": name, "DATABASE_URL": self.dsn}
             process = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
                 limit=2**24)
@@ -218,7 +219,7 @@ async def terminal_chat(stage: ModuleType, dsn: str) -> int:
     """The offline chat in this terminal, one process: each line is a message from Alice."""
     from bots.offline import OfflineChat
 
-    print(f"Offline chat with the stage 9 bot (one process; data in PostgreSQL at {dsn}). "
+    print(f"Offline chat with the stage 9 bot (one process; data in PostgreSQL at {safe_dsn(dsn)}). "
           "Lines are messages from Alice; /quit or end of input saves and exits.", file=sys.stderr)
     async with OfflineChat(stage.build_application, lambda: stage.make_persistence(dsn)) as chat:
         while line := await asyncio.to_thread(sys.stdin.readline):

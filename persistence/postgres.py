@@ -161,8 +161,8 @@ def _lock_key(schema: str, kind: str, ident: int) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _safe_dsn(dsn: str) -> str:
-    """``dsn`` without its password, for error messages."""
+def safe_dsn(dsn: str) -> str:
+    """``dsn`` without its password, for messages and logs."""
     return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", dsn)
 
 
@@ -282,7 +282,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                         pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
                     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                         raise DatabaseUnreachableError(
-                            f"Cannot connect to PostgreSQL at {_safe_dsn(self.dsn)}: {exc}. Check that "
+                            f"Cannot connect to PostgreSQL at {safe_dsn(self.dsn)}: {exc}. Check that "
                             "the server runs and the address, user, password and database are right."
                         ) from exc
                     try:
@@ -306,7 +306,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                 clash = sorted(existing & set(_TABLES))
                 if clash:
                     raise PostgresSchemaError(
-                        f"Schema {s!r} of {_safe_dsn(self.dsn)} has tables {', '.join(clash)} that "
+                        f"Schema {s!r} of {safe_dsn(self.dsn)} has tables {', '.join(clash)} that "
                         f"were not made by {MADE_BY}. Nothing was changed. Pass another schema= "
                         "(or database) for the bot."
                     )
@@ -320,17 +320,17 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
             settings = dict(await conn.fetch(f"SELECT name, value FROM {s}.ptb_settings"))
             if settings.get("made_by") != MADE_BY:
                 raise PostgresSchemaError(
-                    f"Schema {s!r} of {_safe_dsn(self.dsn)} has a ptb_settings table of another "
+                    f"Schema {s!r} of {safe_dsn(self.dsn)} has a ptb_settings table of another "
                     f"program. Nothing was changed. Pass another schema= (or database) for the bot.")
             version = int(settings.get("schema_version", "0"))
             if version > SCHEMA_VERSION:
                 raise PostgresSchemaError(
-                    f"Schema {s!r} of {_safe_dsn(self.dsn)} has schema version {version}, made by a "
+                    f"Schema {s!r} of {safe_dsn(self.dsn)} has schema version {version}, made by a "
                     f"newer {MADE_BY} (this one knows version {SCHEMA_VERSION}). Nothing was "
                     "changed. Update persistence/postgres.py to the newer version.")
             if settings.get("serializer") != self.serializer:
                 raise PostgresSchemaError(
-                    f"Schema {s!r} of {_safe_dsn(self.dsn)} stores its data with "
+                    f"Schema {s!r} of {safe_dsn(self.dsn)} stores its data with "
                     f"serializer={settings.get('serializer')!r}, but this {MADE_BY} was created "
                     f"with serializer={self.serializer!r}. Nothing was changed. Pass "
                     f"serializer={settings.get('serializer')!r}.")
@@ -377,7 +377,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                 self._unsaved[write.table, write.key] = write
             self._last_error = exc
             error = SaveFailedError(
-                f"Could not save {len(batch)} rows to PostgreSQL at {_safe_dsn(self.dsn)} "
+                f"Could not save {len(batch)} rows to PostgreSQL at {safe_dsn(self.dsn)} "
                 f"({type(exc).__name__}: {exc}). Nothing is lost: they are written again at the "
                 "next save and at flush().")
             error.__cause__ = exc
@@ -664,7 +664,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
             names = [write.what for write in self._unsaved.values()]
             more = f" and {len(names) - 10} more" if len(names) > 10 else ""
             raise SaveFailedError(
-                f"flush() could not write to PostgreSQL at {_safe_dsn(self.dsn)} "
+                f"flush() could not write to PostgreSQL at {safe_dsn(self.dsn)} "
                 f"({type(self._last_error).__name__}: {self._last_error}). Unsaved: "
                 f"{', '.join(names[:10])}{more}. They are kept in this PostgresPersistence: call "
                 "flush() again once the server is back.") from self._last_error
@@ -757,7 +757,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                     raise
                 if delay == 0.05:  # once per update
                     _log.warning("PostgreSQL at %s does not answer (%s); an update waits for it, up "
-                                 "to %s s", _safe_dsn(self.dsn), exc, self.wait_for_server)
+                                 "to %s s", safe_dsn(self.dsn), exc, self.wait_for_server)
                 await asyncio.sleep(delay)  # a back-off, not a measurement
                 delay = min(delay * 2, 2.0)
 

@@ -10,10 +10,13 @@ as PostgreSQL is concerned (each has its own connections) - to show one guarante
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -388,3 +391,16 @@ async def test_an_update_waits_for_a_server_that_is_restarting_and_loses_nothing
     assert errors == []
     stop_private_server(directory)
     shutil.rmtree(directory)
+
+
+@pytest.mark.slow
+def test_the_postgres_benchmark_runs_and_writes_its_tables(tmp_path):
+    """A tiny run of ``python -m benchmarks.bench_postgres`` (its figures are not checked: speed
+    is measured there, not asserted here)."""
+    subprocess.run([sys.executable, "-m", "benchmarks.bench_postgres", "--quick", "--out", str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    report = (tmp_path / "postgres.md").read_text()
+    for heading in ("## Save rounds", "## Per update", "## Worker processes"):
+        assert heading in report
+    data = json.loads((tmp_path / "postgres.json").read_text())
+    assert set(data) == {"n", "saves", "per_update", "workers"}
