@@ -435,4 +435,8 @@ async def _restore_reminder(application: Application, chat_id: int, reminder: Re
         application.mark_data_for_update_persistence(chat_ids=chat_id)
         schedule(application, chat_id, reminder)
     else:
-        await deliver(application, chat_id, reminder["id"], late=now - reminder["due"])
+        try:
+            await deliver(application, chat_id, reminder["id"], late=now - reminder["due"])
+        except Exception:  # one chat's failure (the user blocked the bot, ...) must not stop the bot
+            logger.exception("reminder %s of chat %s, missed while the bot was down, could not be "
+                             "sent at start-up; it is not sent again (at most once)", reminder["id"], chat_id)

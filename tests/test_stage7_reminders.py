@@ -574,3 +574,25 @@ async def test_the_form_refuses_a_text_too_long(chat):
     [answer] = await chat.send("x" * (stage7.MAX_TEXT + 1))
     assert answer == f"{stage7.TOO_LONG.format(length=stage7.MAX_TEXT + 1)} {stage7.ASK_WHAT}"
     assert await chat.send("stretch") == [stage7.ASK_WHEN]
+
+
+async def test_a_missed_reminder_that_cannot_be_sent_at_start_up_does_not_stop_the_bot(
+        make_persistence, caplog):
+    errors: list[BaseException] = []
+    chat = offline_bot(make_persistence, errors)
+    chat.api = api = BlockingAPI()
+    async with chat:
+        await chat.send("/remind 1s stretch")
+        due = only_reminder(chat)["due"]
+        await chat.shutdown()
+        await until(due)
+        api.blocked = True
+        with caplog.at_level(logging.ERROR, logger="bots.jobs"):
+            await chat.start()  # would raise if post_init let the Forbidden through
+        api.blocked = False
+        assert "could not be sent at start-up; it is not sent again" in caplog.text
+        assert chat.app.chat_data[CHAT][jobs.REMINDERS] == []
+        assert await chat.send("/reminders") == [stage7.NONE_YET], "the bot runs"
+        await chat.restart()
+        assert chat.unprompted_messages() == []
+    assert errors == []
