@@ -596,3 +596,22 @@ async def test_a_missed_reminder_that_cannot_be_sent_at_start_up_does_not_stop_t
         await chat.restart()
         assert chat.unprompted_messages() == []
     assert errors == []
+
+
+async def test_two_people_s_forms_in_one_group_keep_their_own_deadlines(make_persistence):
+    errors: list[BaseException] = []
+    group = group_chat()
+    async with offline_bot(make_persistence, errors, form_timeout=1) as chat:
+        await chat.send("/new", user=ALICE, chat=group)
+        await chat.send("/new", user=BOB, chat=group)
+        await chat.send("stretch", user=BOB, chat=group)
+        deadlines = chat.app.chat_data[group.id][jobs.DEADLINES][stage7.FORM]
+        assert sorted(deadlines) == [str(ALICE.id), str(BOB.id)]
+        last = max(entry["last_seen"] for entry in deadlines.values())
+        await chat.shutdown()
+        await until(last + 1)
+        await chat.start()
+        assert chat.unprompted_messages() == [stage7.TIMED_OUT.format(timeout="1s")] * 2
+        assert jobs.DEADLINES not in chat.app.chat_data[group.id]
+        assert await chat.send("10m", user=BOB, chat=group) == [], "Bob's form is over too"
+    assert errors == []
