@@ -206,7 +206,7 @@ class _Hold:
     """One isolated section: the transaction that holds the advisory locks, and the live data."""
 
     conn: Any
-    rows: dict[tuple[str, int], dict[Any, Any]] = field(default_factory=dict)
+    rows: dict[tuple[str, int], tuple[Any, dict[Any, Any]]] = field(default_factory=dict)  # (mapping, live)
     conversations: list[tuple[str, Any, _Key]] = field(default_factory=list)  # (name, states, key)
     written: list[tuple[tuple[str, Any], Any]] = field(default_factory=list)  # (row, (version, data))
 
@@ -497,16 +497,20 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         write.base = self._known.get(row)
         if self._round is not None:
             write.base = self._round.get(row, write.base)
+        if value is _DELETE and table != "conversations":  # a drop (forget, migration): always
+            await self._submit(write)
+            return
         if write.base is _SKIP:  # an isolated update was running on the row when PTB copied it
             return
-        if row in self._managed and value is not _DELETE:
+        if row in self._managed:
             # The isolation wrote this row at the end of every update that changed it. PTB's copy
             # is news only if it differs from the row as it was when copied, and no isolated
             # update was running on it then or has run since (that one wrote everything newer).
+            # (A conversation that ended here may have started again on another process.)
             if self._held.get(row):
                 return
             stored = write.base[1] if write.base is not None else None
-            if table == "conversations" and same(value, stored):
+            if table == "conversations" and same(None if value is _DELETE else value, stored):
                 return
             if table != "conversations" and stored is not None and self._encode(value, write.what) == stored:
                 return
@@ -787,7 +791,8 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         for (table, key), data in live.items():
             self._take_theirs(table, key, data, before[table, key], found.get((table, None)))
             if table != "bot_data":
-                hold.rows[table, key] = data
+                mapping = application.user_data if table == "user_data" else application.chat_data
+                hold.rows[table, key] = (mapping, data)
         for name, conversations, conv_key in states:
             stored_key = _conversation_key(conv_key)
             stored = found.get(("conversations", f"{name} {stored_key}"))
@@ -803,7 +808,11 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         fails alone (returned), keeping what was stored before; the others are written. What was
         written is noted in ``hold.written``, to be known once the transaction has committed."""
         s, errors = self.schema, list[Exception]()
-        for (table, key), live in hold.rows.items():
+        for (table, key), (mapping, live) in hold.rows.items():
+            if mapping.get(key) is not live:  # dropped meanwhile (forget): the row goes too
+                await conn.execute(f"DELETE FROM {s}.{table} WHERE {_KEY_COLUMN[table]} = $1", key)
+                hold.written.append(((table, key), None))
+                continue
             try:
                 data = self._encode(live, describe_row(table, key))
             except DataNotStorableError as exc:

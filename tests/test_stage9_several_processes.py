@@ -404,3 +404,41 @@ def test_the_postgres_benchmark_runs_and_writes_its_tables(tmp_path):
         assert heading in report
     data = json.loads((tmp_path / "postgres.json").read_text())
     assert set(data) == {"n", "saves", "per_update", "workers"}
+
+
+async def test_a_form_ended_on_one_process_and_started_again_on_another_is_not_deleted_by_a_save():
+    """Alice completes the form on process 1, starts it again on process 2; process 1's periodic
+    save (which knows only that the form ended) must not delete the new one: her next answer, on
+    process 2, is taken as her name."""
+    make = persistence_factory()
+    (one, api_one), (two, api_two) = await started(make), await started(make)
+    chat = group_chat()
+    for app, api, text in [(one, api_one, "/form"), (one, api_one, "Ada"), (one, api_one, "Paris"),
+                           (two, api_two, "/form")]:
+        await app.process_update(message_update(app, api, text, ALICE, chat))
+    await one.update_persistence()
+    await two.process_update(message_update(two, api_two, "Grace", ALICE, chat))
+    assert api_two.calls[-1].params["text"] == "Alice, which city do you live in?"
+    await one.shutdown()
+    await two.shutdown()
+
+
+async def test_forget_inside_an_update_deletes_the_row_on_every_process():
+    """A handler drops the user's data (``/forget``) inside an isolated update: the row is deleted,
+    not written back, and a fresh load of another process finds nothing."""
+    make = persistence_factory()
+    app, api = await started(make)
+
+    async def forget(update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        context.application.drop_user_data(update.effective_user.id)
+
+    from telegram.ext import CommandHandler
+
+    app.add_handler(CommandHandler("forget", forget), group=-1)
+    await app.process_update(message_update(app, api, "hello", ALICE))
+    await app.process_update(message_update(app, api, "/forget", ALICE))
+    reader = make()
+    assert ALICE.id not in await reader.get_user_data()  # at once, before any periodic save
+    await app.shutdown()
+    assert ALICE.id not in await reader.get_user_data()
+    await reader.flush()
