@@ -52,7 +52,7 @@ CONTENDERS = [
     Spec("sqlite_pickle", "SQLitePersistence(serializer=\"pickle\")"),
     Spec("sqlite_shared", "SharedSQLitePersistence(serializer=\"json\")",
          "SharedSQLitePersistence: SQLitePersistence plus the merge of other programs' changes; it "
-         "keeps each row's stored form in memory (the base of its merges)."),
+         "keeps each row's stored form in memory, compressed (the base of its merges)."),
     Spec("floor", "floor: raw aiosqlite executemany",
          "The floor: `json.dumps` of each dirty chat (the encoding SQLitePersistence uses for plain "
          "data) and one `executemany` upsert (plus the bot_data row) in one transaction, on a file "
