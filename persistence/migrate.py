@@ -815,6 +815,13 @@ class Report:
         return "\n".join(lines)
 
 
+def _say(show: bool | None, text: str) -> None:
+    """What the tool is doing, on a terminal (``show=None``), always or never: the bar of
+    :func:`_progress` can only count what the tool does value by value."""
+    if show or (show is None and sys.stderr.isatty()):
+        tqdm.write(text, file=sys.stderr)
+
+
 def _progress(items: Iterable[Any], total: int, description: str, show: bool | None) -> Iterable[Any]:
     """``items``, with a progress bar on a terminal (``show=None``), always or never."""
     hidden = None if show is None else not show
@@ -831,6 +838,7 @@ async def migrate(source: Store, target: Store, *, replace: bool = False, dry_ru
     cannot be stored in the target, or the target holds data and ``replace`` is false."""
     bot = stand_in_bot()
     clock = _Clock()
+    _say(progress, f"reading {source} ...")
     data = await source.read(bot)
     data.conversations = _running_conversations(data.conversations)
     clock.lap("read")
@@ -848,6 +856,7 @@ async def migrate(source: Store, target: Store, *, replace: bool = False, dry_ru
         report = Report(str(source), str(target), data.counts(), dry_run, not old.is_empty(), clock.laps)
         if dry_run:
             return report
+        _say(progress, f"writing {_plural(data.size(), 'value')} to {target} ...")
         try:
             await target.write(data, bot)
         except NotStorable as exc:

@@ -424,6 +424,7 @@ def test_a_progress_bar_shows_on_a_terminal(tmp_path):
     finally:
         os.close(leader)
     assert done.returncode == 0
+    assert b"reading bot.pickle ..." in drawn and b"writing 9 values to bot.sqlite3 ..." in drawn
     assert b"verifying:" in drawn and b"values/s" in drawn
 
 
