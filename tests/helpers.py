@@ -7,6 +7,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -41,7 +42,9 @@ def run_cli(stage: str, *args: str, stdin: str = "", cwd: Path,
 
 class Terminal:
     """A stage running in a pseudo-terminal, as in a real one: ``type()`` lines, press Ctrl+C
-    (the terminal turns it into SIGINT for the process), read what the screen shows."""
+    (the terminal turns it into SIGINT for the process), read what the screen shows.
+
+    Use it as ``with Terminal(...) as terminal:``; leaving kills a process still running."""
 
     def __init__(self, stage: str, *args: str, cwd: Path) -> None:
         self.master, follower = pty.openpty()
@@ -52,6 +55,17 @@ class Terminal:
         )
         os.close(follower)
         self.screen = ""
+
+    def __enter__(self) -> Terminal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:  # the test failed half-way: leave nothing running
+            self.process.kill()
+            self.process.wait(timeout=60)
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
 
     def wait_for(self, text: str, count: int = 1, timeout: float = 60) -> None:
         """Read the screen until ``text`` shows ``count`` times (an event, not a fixed sleep)."""
@@ -79,10 +93,12 @@ class Terminal:
             if not chunk:
                 break
             self.screen += chunk.decode(errors="replace")
-        os.close(self.master)
         return code
 
 
 def _take_terminal() -> None:
-    """In the child: make the pseudo-terminal its controlling terminal, so Ctrl+C reaches it."""
+    """In the child: make the pseudo-terminal its controlling terminal, so Ctrl+C reaches it, and
+    let SIGINT interrupt as in a terminal (a test run started in the background with '&' would
+    hand its children SIGINT ignored)."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -172,12 +172,12 @@ def test_a_bad_data_file_in_demo_mode_and_a_missing_directory_are_one_clear_line
 def test_ctrl_c_saves_and_exits_at_once(stage, tmp_path):
     """Ctrl+C in a real (pseudo-)terminal: the first press shuts the bot down, which saves, and
     the process ends - without waiting for Enter."""
-    terminal = Terminal(stage, "--file", "bot.data", cwd=tmp_path)
-    terminal.wait_for("you> ")
-    terminal.type("hello")
-    terminal.wait_for("you> ", count=2)
-    terminal.ctrl_c()
-    code = terminal.finish(timeout=60)
+    with Terminal(stage, "--file", "bot.data", cwd=tmp_path) as terminal:
+        terminal.wait_for("you> ")
+        terminal.type("hello")
+        terminal.wait_for("you> ", count=2)
+        terminal.ctrl_c()
+        code = terminal.finish(timeout=60)
     assert "Traceback" not in terminal.screen
     if stage == "stage2_article_sqlite":  # its shutdown fails (the tutorial's bug 4), explained
         assert code == 0 and "bug 4" in terminal.screen
@@ -188,12 +188,12 @@ def test_ctrl_c_saves_and_exits_at_once(stage, tmp_path):
 
 
 def test_ctrl_c_keeps_what_was_said(tmp_path):
-    terminal = Terminal("stage1_pickle_logger", cwd=tmp_path)
-    terminal.wait_for("you> ")
-    terminal.type("remember the milk")
-    terminal.wait_for("you> ", count=2)
-    terminal.ctrl_c()
-    assert terminal.finish() == 130
+    with Terminal("stage1_pickle_logger", cwd=tmp_path) as terminal:
+        terminal.wait_for("you> ")
+        terminal.type("remember the milk")
+        terminal.wait_for("you> ", count=2)
+        terminal.ctrl_c()
+        assert terminal.finish() == 130
     again = run("stage1_pickle_logger", stdin="/show_data\n", cwd=tmp_path)
     assert "remember the milk" in again.stdout, again.stderr
 
