@@ -244,7 +244,8 @@ class SharedSQLitePersistence(SQLitePersistence):
     """A :class:`SQLitePersistence` for a file that other programs write while the bot runs:
     refreshes and saves merge their changes (see the module docstring for the rule).
 
-    Args: the same as :class:`SQLitePersistence`.
+    Args: the same as :class:`SQLitePersistence`, ``lazy`` included: with ``lazy=True`` an
+    id's first refresh merges its whole stored row into the live data (its base is ``{}``).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -340,6 +341,10 @@ class SharedSQLitePersistence(SQLitePersistence):
         await self._refresh("bot_data", 0, bot_data)
 
     # ---- save ---------------------------------------------------------------------------------------
+    async def _keep_stored_keys(self, db: aiosqlite.Connection, batch: list[Write]) -> None:
+        """lazy=True needs nothing more here: the merge of :meth:`_other_writers` keeps the stored
+        keys of an id PTB has not loaded (its base is ``{}``), and a refresh loads an id."""
+
     async def _other_writers(self, db: aiosqlite.Connection, batch: list[Write], every_row: bool) -> None:
         """Inside the save's transaction: keep what refreshes merged into live data, and merge
         another program's changes to the rows being written into them."""

@@ -104,6 +104,7 @@ for _table, _column in KEY_COLUMN.items():
     ]
 
 _SAVED_EVERY_ROUND = ("bot_data", "callback_data")  # PTB writes these at every save, changed or not
+_LAZY = ("user_data", "chat_data")  # the tables lazy=True loads one id at a time
 
 # what error messages call a row of each table
 _WHAT = {"user_data": "user_data of user {}", "chat_data": "chat_data of chat {}",
@@ -383,6 +384,29 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
             the file at the same moment (default 5).
         context_types (:class:`telegram.ext.ContextTypes`, optional): Pass the application's, if
             it has a ``bot_data`` class of its own: a new file then starts with an instance of it.
+        lazy (:obj:`bool`, optional): ``True``: load a user's or chat's data only when PTB first
+            refreshes it (an update or a job of that user or chat), not all of it at start-up, so
+            start-up time and memory do not grow with the number of stored users. Default
+            ``False``. User and chat data must then be ``dict`` s; bot data, callback data and
+            conversations are loaded at start-up as always.
+
+            Data PTB hands over for an id it has not loaded (a job writing
+            ``application.user_data[some_id]``, ``mark_data_for_update_persistence``) is merged
+            with the stored row, top-level key by key, never written over it: the stored keys it
+            lacks are kept, and reach the live data at that id's first refresh.
+
+            What sees only loaded ids: iterating ``application.user_data`` / ``chat_data`` (a
+            broadcast), their ``len()``, and ``migrate_chat_data`` of a chat not loaded (its data
+            would not move; in a handler of the migration update it is loaded). The right way
+            to reach every stored user::
+
+                async def broadcast(context: ContextTypes.DEFAULT_TYPE) -> None:
+                    persistence = context.application.persistence
+                    for user_id in await persistence.stored_ids("user_data"):
+                        data = context.application.user_data[user_id]
+                        await persistence.refresh_user_data(user_id, data)   # loads it
+                        ...  # read and change data, send the message
+                        context.application.mark_data_for_update_persistence(user_ids=user_id)
     """
 
     def __init__(
@@ -394,6 +418,7 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         serializer: Literal["json", "pickle"] = "json",
         busy_timeout: float = 5.0,
         context_types: ContextTypes[Any, Any, Any, Any] | None = None,
+        lazy: bool = False,
     ) -> None:
         super().__init__(store_data=store_data, update_interval=update_interval)
         if serializer not in ("json", "pickle"):
@@ -421,6 +446,11 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         self._writer: asyncio.Task[None] | None = None
         self._scrub_wal = False  # a dropped row may still be in the WAL file
         self._loaded: set[str] = set()  # tables PTB loaded since the last flush (its live data)
+        self.lazy = lazy
+        # lazy: ids whose stored row PTB's live data has got (by a refresh), per table
+        self._in_live: dict[str, set[int]] = {table: set() for table in _LAZY}
+        # lazy: stored keys a save kept for an id not in live data yet: {(table, key): {name: value}}
+        self._kept: dict[tuple[str, int], dict[Any, Any]] = {}
 
     # ---- the connection ---------------------------------------------------------------------------
     async def _connection(self) -> aiosqlite.Connection:
@@ -637,7 +667,10 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         async with self._busy:
             await db.execute("BEGIN IMMEDIATE")
             try:
-                await self._other_writers(db, batch, every_row=await self._schema_changed(db))
+                every_row = await self._schema_changed(db)
+                if self.lazy:
+                    await self._keep_stored_keys(db, batch)
+                await self._other_writers(db, batch, every_row)
                 new = [w for w in batch if w.table in KEY_COLUMN and w.value is not DELETE
                        and self._known_version(w.table, w.key) is None]
                 for sql, rows in _runs(batch):
@@ -764,6 +797,12 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
 
     # ---- reading ------------------------------------------------------------------------------------
     async def _load_table(self, table: str) -> dict[int, Any]:
+        if self.lazy and table in _LAZY:  # start-up loads nothing; refresh_* loads an id
+            self._loaded.add(table)
+            self._forget_table(table)
+            self._in_live[table].clear()
+            self._kept = {row: kept for row, kept in self._kept.items() if row[0] != table}
+            return {}
         rows = await self._read_at_start(f"SELECT {KEY_COLUMN[table]}, data, version FROM {table}")
         first = table not in self._loaded  # Application.initialize(): this becomes live data
         self._loaded.add(table)
@@ -783,6 +822,79 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
     def _remember(self, table: str, key: Any, version: int, data: Any) -> None:
         """A row PTB's live data was loaded from."""
         self._versions[table][key] = version
+
+    # ---- lazy=True ---------------------------------------------------------------------------------
+    async def stored_ids(self, table: Literal["user_data", "chat_data"]) -> list[int]:
+        """The ids of every stored user (``"user_data"``) or chat (``"chat_data"``), loaded or
+        not: what a broadcast iterates over when ``lazy=True`` (see the class docstring)."""
+        if table not in _LAZY:
+            raise ValueError(f"stored_ids() takes 'user_data' or 'chat_data', not {table!r}")
+        db = await self._connection()
+        async with self._busy:
+            rows = await db.execute_fetchall(f"SELECT {KEY_COLUMN[table]} FROM {table}")
+        return [key for key, in rows]
+
+    async def _load_id(self, table: str, key: int, live: Any) -> None:
+        """lazy: give ``live`` (PTB's dict for this id) the stored keys it lacks, the first time."""
+        if key in self._in_live[table]:
+            return
+        db = await self._connection()
+        async with self._busy:
+            rows = list(await db.execute_fetchall(
+                f"SELECT data, version FROM {table} WHERE {KEY_COLUMN[table]} = ?", (key,)))
+        if key in self._in_live[table]:  # another refresh of this id got there first
+            return
+        what = describe_row(table, key)
+        stored = await asyncio.to_thread(self.decode, rows[0][0], what) if rows else {}
+        self._check_lazy(stored, live, what)
+        for name, value in {**stored, **self._kept.pop((table, key), {})}.items():
+            if name not in live:
+                live[name] = value
+        self._in_live[table].add(key)
+        if rows:
+            self._versions[table].setdefault(key, rows[0][1])
+
+    @staticmethod
+    def _check_lazy(stored: Any, value: Any, what: str) -> None:
+        if not (isinstance(stored, dict) and isinstance(value, dict)):
+            raise DataNotStorableError(
+                f"lazy=True merges {what} key by key, so it must be a dict, not "
+                f"{type(value).__name__} (stored: {type(stored).__name__}). Use lazy=False.")
+
+    async def _keep_stored_keys(self, db: aiosqlite.Connection, batch: list[Write]) -> None:
+        """lazy, inside a save's transaction: data of an id PTB has not loaded gets the stored
+        keys it lacks, so that the save does not write over them; they are kept in memory until
+        the id's first refresh hands them to the live data."""
+        for table in _LAZY:
+            writes = {w.key: w for w in batch if w.table == table and w.value is not DELETE
+                      and w.key not in self._in_live[table]}
+            unread = [key for key in writes if (table, key) not in self._kept]
+            if unread:
+                column = KEY_COLUMN[table]
+                for key, data, version in await db.execute_fetchall(
+                        f"SELECT {column}, data, version FROM {table} WHERE {column} IN"
+                        " (SELECT value FROM json_each(?))", (json.dumps(unread),)):
+                    what = describe_row(table, key)
+                    self._kept[table, key] = await asyncio.to_thread(self.decode, data, what)
+                    self._versions[table].setdefault(key, version)
+            for key, write in writes.items():
+                kept = self._kept.get((table, key))
+                if not kept:
+                    continue
+                try:
+                    self._check_lazy(kept, write.value, write.what)
+                except DataNotStorableError as exc:
+                    if not write.done.done():
+                        write.done.set_exception(exc)
+                    batch.remove(write)
+                    continue
+                # write.value stays PTB's data (a retry of this write merges again)
+                missing = {name: value for name, value in kept.items() if name not in write.value}
+                self._kept[table, key] = missing  # what the live data still lacks
+                if missing:
+                    merged = {**write.value, **missing}
+                    stored = await asyncio.to_thread(self.encode, merged, write.what)
+                    write.params = (key, stored, write.params[2])
 
     # ---- the 16 methods PTB calls --------------------------------------------------------------------
     async def get_user_data(self) -> dict[int, Any]:
@@ -857,17 +969,30 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
 
     async def drop_user_data(self, user_id: int) -> None:
         """Delete a user's row (after ``Application.drop_user_data``)."""
+        self._dropped("user_data", user_id)
         await self._write("user_data", user_id, DELETE)
 
     async def drop_chat_data(self, chat_id: int) -> None:
         """Delete a chat's row (after ``Application.drop_chat_data`` or a migration)."""
+        self._dropped("chat_data", chat_id)
         await self._write("chat_data", chat_id, DELETE)
 
+    def _dropped(self, table: str, key: Any) -> None:
+        self._kept.pop((table, key), None)
+        if self.lazy and isinstance(key, int):
+            self._in_live[table].add(key)  # nothing stored to load: PTB's new dict is the truth
+
     async def refresh_user_data(self, user_id: int, user_data: Any) -> None:
-        """Does nothing: the bot's memory is the truth (``SharedSQLitePersistence`` merges)."""
+        """With ``lazy=True``, loads the user's stored data into ``user_data`` the first time;
+        otherwise does nothing: the bot's memory is the truth."""
+        if self.lazy:
+            await self._load_id("user_data", user_id, user_data)
 
     async def refresh_chat_data(self, chat_id: int, chat_data: Any) -> None:
-        """Does nothing: the bot's memory is the truth (``SharedSQLitePersistence`` merges)."""
+        """With ``lazy=True``, loads the chat's stored data into ``chat_data`` the first time;
+        otherwise does nothing: the bot's memory is the truth."""
+        if self.lazy:
+            await self._load_id("chat_data", chat_id, chat_data)
 
     async def refresh_bot_data(self, bot_data: Any) -> None:
         """Does nothing: the bot's memory is the truth (``SharedSQLitePersistence`` merges)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import importlib
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ BUILTIN = {
     "pickle": PicklePersistence,
     "sqlite": SQLitePersistence,
     "shared": SharedSQLitePersistence,
+    "sqlite-lazy": functools.partial(SQLitePersistence, lazy=True),
+    "shared-lazy": functools.partial(SharedSQLitePersistence, lazy=True),
     "postgres": make_postgres_persistence,
 }
 
@@ -104,6 +107,19 @@ RICH = {
 }
 
 
+async def stored(p: Any, table: str) -> dict[int, Any]:
+    """Every stored user's (``"user_data"``) or chat's data: what ``get_*`` gives, and for a lazy
+    persistence (which gives nothing at start-up) each stored id loaded the documented way."""
+    loaded = await (p.get_user_data() if table == "user_data" else p.get_chat_data())
+    if getattr(p, "lazy", False):
+        assert loaded == {}
+        refresh = p.refresh_user_data if table == "user_data" else p.refresh_chat_data
+        for key in await p.stored_ids(table):
+            loaded[key] = {}
+            await refresh(key, loaded[key])
+    return loaded
+
+
 async def reopen(persistence: BasePersistence, make) -> BasePersistence:
     await persistence.flush()
     return make()
@@ -114,8 +130,8 @@ async def reopen(persistence: BasePersistence, make) -> BasePersistence:
 # ----------------------------------------------------------------------------------------------
 async def test_a_new_store_is_empty_in_the_shapes_ptb_needs(make):
     p = make()
-    assert await p.get_user_data() == {}
-    assert await p.get_chat_data() == {}
+    assert await stored(p, "user_data") == {}
+    assert await stored(p, "chat_data") == {}
     assert await p.get_bot_data() == {}
     assert await p.get_callback_data() is None
     assert await p.get_conversations("any") == {}
@@ -128,7 +144,7 @@ async def test_data_round_trips_exactly_across_a_restart(make):
     await p.update_chat_data(-4001, {"settings": {"lang": "en"}})
     await p.update_bot_data({"counter": 3, 1001: ("a", 1)})
     p = await reopen(p, make)
-    users, chats, bot = await p.get_user_data(), await p.get_chat_data(), await p.get_bot_data()
+    users, chats, bot = await stored(p, "user_data"), await stored(p, "chat_data"), await p.get_bot_data()
     assert same(users, {ALICE.id: RICH})
     assert same(chats, {-4001: {"settings": {"lang": "en"}}})
     assert same(bot, {"counter": 3, 1001: ("a", 1)})
@@ -139,11 +155,11 @@ async def test_get_returns_fresh_objects(make):
     p = make()
     await p.update_chat_data(1, {"list": [1]})
     await p.update_bot_data({"list": [1]})
-    first = await p.get_chat_data()
+    first = await stored(p, "chat_data")
     first[1]["list"].append(2)
     (await p.get_bot_data())["list"].append(2)
     p = await reopen(p, make)
-    assert await p.get_chat_data() == {1: {"list": [1]}}
+    assert await stored(p, "chat_data") == {1: {"list": [1]}}
     assert await p.get_bot_data() == {"list": [1]}
     await p.flush()
 
@@ -186,13 +202,13 @@ async def test_drops_delete_for_good_even_the_last_row(make):
     await p.update_user_data(2, {"b": 2})
     p = await reopen(p, make)
     # Application always loads before it drops (PicklePersistence ignores a drop before a load)
-    assert await p.get_chat_data() == {1: {"a": 1}}
-    assert await p.get_user_data() == {2: {"b": 2}}
+    assert await stored(p, "chat_data") == {1: {"a": 1}}
+    assert await stored(p, "user_data") == {2: {"b": 2}}
     await p.drop_chat_data(1)
     await p.drop_user_data(2)
     p = await reopen(p, make)
-    assert await p.get_chat_data() == {}
-    assert await p.get_user_data() == {}
+    assert await stored(p, "chat_data") == {}
+    assert await stored(p, "user_data") == {}
     await p.flush()
 
 
@@ -204,8 +220,8 @@ async def test_a_save_round_runs_its_writes_concurrently_without_losing_any(make
         p.update_bot_data({"round": 1}),
     )
     p = await reopen(p, make)
-    assert await p.get_chat_data() == {chat_id: {"n": chat_id} for chat_id in range(200)}
-    assert len(await p.get_user_data()) == 100
+    assert await stored(p, "chat_data") == {chat_id: {"n": chat_id} for chat_id in range(200)}
+    assert len(await stored(p, "user_data")) == 100
     await p.flush()
 
 
@@ -214,7 +230,7 @@ async def test_the_same_instance_works_after_flush(make):
     await p.update_chat_data(1, {"a": 1})
     await p.flush()
     await p.update_chat_data(2, {"b": 2})
-    assert await p.get_chat_data() == {1: {"a": 1}, 2: {"b": 2}}
+    assert await stored(p, "chat_data") == {1: {"a": 1}, 2: {"b": 2}}
     await p.flush()
 
 
@@ -342,8 +358,9 @@ async def test_group_to_supergroup_migration_moves_chat_data(make):
         for update in migration_updates(chat.app, chat.api, group, supergroup):
             await chat.feed(update)
         await chat.restart()
-        assert chat.app.chat_data[supergroup.id] == {"notes": ["in the group"]}
-        assert group.id not in chat.app.chat_data
+        chats = await stored(chat.app.persistence, "chat_data")
+        assert chats[supergroup.id] == {"notes": ["in the group"]}
+        assert group.id not in chats
 
 
 async def test_store_data_switches_kinds_off(make, make_factory):

@@ -1,0 +1,166 @@
+"""``lazy=True``: nothing loaded at start-up, an id loaded at its first refresh, and data PTB hands
+over for an id it never loaded merged with the stored row - never written over it. Through a real
+Application; the contract suite runs in lazy mode too (test_persistence_contract.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from telegram.ext import Application, ContextTypes
+from test_persistence_contract import contract_bot, stored
+
+from bots.offline import ALICE, BOB, OfflineChat, group_chat, migration_updates, supergroup_chat
+from persistence import SharedSQLitePersistence, SQLitePersistence
+
+CLASSES = {"sqlite": SQLitePersistence, "shared": SharedSQLitePersistence}
+
+
+@pytest.fixture(params=list(CLASSES))
+def make(request: pytest.FixtureRequest, db: Path):
+    return functools.partial(CLASSES[request.param], db, lazy=True)
+
+
+def stored_row(db: Path, user_id: int) -> dict:
+    with sqlite3.connect(db) as conn:
+        [(data,)] = conn.execute("SELECT data FROM user_data WHERE user_id = ?", (user_id,))
+    conn.close()
+    return json.loads(data)
+
+
+async def run_job(app: Application, callback) -> None:
+    """Run ``callback`` as a job of the application's JobQueue (no user or chat: PTB refreshes
+    nothing for it) and wait until it has finished."""
+    finished = asyncio.Event()
+
+    async def job(context: ContextTypes.DEFAULT_TYPE) -> None:
+        try:
+            await callback(context)
+        finally:
+            finished.set()
+
+    app.job_queue.run_once(job, 0)
+    await asyncio.wait_for(finished.wait(), timeout=30)
+
+
+async def give_alice_a_gift(context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The trap: a job writes to the data of a user PTB has not loaded ({} in memory)."""
+    context.application.user_data[ALICE.id]["gift"] = "a cake"
+    context.application.mark_data_for_update_persistence(user_ids=ALICE.id)
+
+
+async def test_start_up_loads_no_user_or_chat_data(make, db):
+    async with OfflineChat(contract_bot, make) as chat:
+        await chat.send("hello")
+        await chat.send("hi", user=BOB)
+        await chat.restart()
+        assert dict(chat.app.user_data) == {} and dict(chat.app.chat_data) == {}
+        assert sorted(await chat.app.persistence.stored_ids("user_data")) == [ALICE.id, BOB.id]
+        assert await chat.send("/show") == ["chat=['hello'] user=hello count=2"]  # loaded now
+        assert list(chat.app.user_data) == [ALICE.id]
+
+
+async def test_a_job_changing_a_never_loaded_user_keeps_every_stored_key(make, db):
+    async with OfflineChat(contract_bot, make) as chat:
+        await chat.send("hello")
+        await chat.restart()
+        await run_job(chat.app, give_alice_a_gift)
+        await chat.save()
+        assert stored_row(db, ALICE.id) == {"last": "hello", "gift": "a cake"}
+        # the stored key reaches the live data at the first refresh, and stays in later saves
+        assert await chat.send("/show") == ["chat=['hello'] user=hello count=1"]
+        assert chat.app.user_data[ALICE.id] == {"last": "hello", "gift": "a cake"}
+        await chat.send("again")
+        await chat.restart()
+        assert stored_row(db, ALICE.id) == {"last": "again", "gift": "a cake"}
+
+
+async def test_a_second_save_before_any_refresh_still_keeps_the_stored_keys(make, db):
+    async with OfflineChat(contract_bot, make) as chat:
+        await chat.send("hello")
+        await chat.restart()
+        await run_job(chat.app, give_alice_a_gift)
+        await chat.save()
+
+        async def take_the_gift_back(context: ContextTypes.DEFAULT_TYPE) -> None:
+            del context.application.user_data[ALICE.id]["gift"]
+            context.application.mark_data_for_update_persistence(user_ids=ALICE.id)
+
+        await run_job(chat.app, take_the_gift_back)
+        await chat.save()
+        assert stored_row(db, ALICE.id) == {"last": "hello"}  # its own key went, the stored stayed
+
+
+async def test_a_restart_in_the_middle_loses_nothing(make, db):
+    async with OfflineChat(contract_bot, make) as chat:
+        await chat.send("hello")
+        await chat.restart()
+        await run_job(chat.app, give_alice_a_gift)
+        await chat.restart()  # saved at shutdown; Alice has never been loaded
+        await run_job(chat.app, give_alice_a_gift)
+        await chat.restart()
+        assert await chat.send("/show") == ["chat=['hello'] user=hello count=1"]
+        assert chat.app.user_data[ALICE.id] == {"last": "hello", "gift": "a cake"}
+
+
+async def test_a_broadcast_done_the_documented_way_reaches_every_stored_user(make, db):
+    users = [ALICE, BOB]
+    async with OfflineChat(contract_bot, make) as chat:
+        for user in users:
+            await chat.send(f"I am {user.first_name}", user=user)
+        await chat.restart()
+
+        async def broadcast(context: ContextTypes.DEFAULT_TYPE) -> None:
+            persistence = context.application.persistence
+            for user_id in await persistence.stored_ids("user_data"):
+                data = context.application.user_data[user_id]
+                await persistence.refresh_user_data(user_id, data)
+                data["news"] = data.get("news", 0) + 1
+                await context.bot.send_message(user_id, f"news for you, {data['last']}")
+                context.application.mark_data_for_update_persistence(user_ids=user_id)
+
+        await run_job(chat.app, broadcast)
+        sent = [call.params for call in chat.api.calls if call.method == "sendMessage"]
+        assert sorted((int(p["chat_id"]), p["text"]) for p in sent[-2:]) == [
+            (ALICE.id, "news for you, I am Alice"), (BOB.id, "news for you, I am Bob")]
+        await chat.restart()
+        assert stored_row(db, ALICE.id) == {"last": "I am Alice", "news": 1}
+        assert stored_row(db, BOB.id) == {"last": "I am Bob", "news": 1}
+
+
+async def test_dropping_a_never_loaded_user_deletes_its_row(make, db):
+    async with OfflineChat(contract_bot, make) as chat:
+        await chat.send("hello")
+        await chat.send("hi", user=BOB)
+        await chat.restart()
+        chat.app.drop_user_data(BOB.id)
+        await chat.restart()
+        assert await chat.app.persistence.stored_ids("user_data") == [ALICE.id]
+
+
+async def test_a_migration_after_a_restart_moves_the_group_data(make, db):
+    group, supergroup = group_chat(), supergroup_chat()
+    async with OfflineChat(contract_bot, make) as chat:
+        await chat.send("in the group", chat=group)
+        await chat.restart()  # the group is not loaded until its migration update arrives
+        for update in migration_updates(chat.app, chat.api, group, supergroup):
+            await chat.feed(update)
+        await chat.restart()
+        chats = await stored(chat.app.persistence, "chat_data")
+        assert chats == {supergroup.id: {"notes": ["in the group"]}}
+
+
+async def test_lazy_needs_dict_data_and_says_so(db):
+    p = SQLitePersistence(db, lazy=True)
+    await p.update_user_data(1, {"a": 1})
+    await p.flush()
+    p = SQLitePersistence(db, lazy=True)
+    await p.get_user_data()
+    with pytest.raises(TypeError, match="user_data of user 1 key by key, so it must be a dict"):
+        await p.update_user_data(1, ["not", "a", "dict"])
+    await p.flush()
+    assert stored_row(db, 1) == {"a": 1}
