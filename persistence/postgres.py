@@ -758,7 +758,10 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                 if conn is not None:
                     await pool.release(conn)
                 if loop.time() + delay > deadline:
-                    raise
+                    raise DatabaseUnreachableError(
+                        f"PostgreSQL at {safe_dsn(self.dsn)} did not answer for {self.wait_for_server} s "
+                        f"({type(exc).__name__}: {exc}), so an update could not be handled. Check that "
+                        "the server runs and can be reached.") from exc
                 if delay == 0.05:  # once per update
                     _log.warning("PostgreSQL at %s does not answer (%s); an update waits for it, up "
                                  "to %s s", safe_dsn(self.dsn), exc, self.wait_for_server)
@@ -889,8 +892,8 @@ class IsolatingApplication(Application):  # type: ignore[type-arg]
         try:
             async with persistence.isolated(self, user_id=user, chat_id=chat, update=update):
                 await super().process_update(update)
-        except (DataNotStorableError, asyncpg.PostgresError, OSError) as exc:
-            await self.process_error(update, exc)
+        except (DataNotStorableError, PostgresSchemaError, asyncpg.PostgresError, *_UNREACHABLE) as exc:
+            await self.process_error(update, exc)  # (unreachable: after waiting wait_for_server)
 
     def isolated(self, user_id: int | None = None, chat_id: int | None = None) -> Any:
         """``async with app.isolated(user_id=..., chat_id=...):`` - change that user's or chat's

@@ -33,6 +33,7 @@ from bots.offline import ALICE, BOB, OfflineBotAPI, OfflineChat, User, group_cha
 from bots.offline.api import Chat, private_chat
 from bots.workers import Router, UpdateMaker
 from persistence.postgres import (
+    DatabaseUnreachableError,
     IsolatingApplication,
     PostgresPersistence,
     PostgresSchemaError,
@@ -442,3 +443,27 @@ async def test_forget_inside_an_update_deletes_the_row_on_every_process():
     await app.shutdown()
     assert ALICE.id not in await reader.get_user_data()
     await reader.flush()
+
+
+async def test_a_server_gone_for_longer_than_wait_for_server_is_one_error_for_the_error_handler():
+    """The update is not handled (no handler runs without its locks); the error handler gets one
+    message naming the server and the fix."""
+    directory = Path(tempfile.mkdtemp(prefix="cookbook-pg-gone-long-"))
+    dsn = start_private_server(directory, delete=True)
+    app, api = await started(lambda: PostgresPersistence(dsn, schema="gone_long", wait_for_server=0.3))
+    errors = []
+
+    async def record(update, context) -> None:
+        errors.append(context.error)
+
+    app.add_error_handler(record)
+    stop_private_server(directory)
+    await app.process_update(message_update(app, api, "hello", ALICE))
+    assert len(errors) == 1 and isinstance(errors[0], DatabaseUnreachableError)
+    message = str(errors[0])
+    assert message.startswith("PostgreSQL at postgresql://") and "did not answer for 0.3 s" in message
+    assert not [call for call in api.calls if call.method == "sendMessage"]  # no handler ran unlocked
+    start_private_server(directory)
+    await app.shutdown()
+    stop_private_server(directory)
+    shutil.rmtree(directory)
