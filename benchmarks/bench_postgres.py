@@ -179,13 +179,14 @@ def report(saves: dict[int, dict[str, list[float]]], n: int, isolation: dict[str
 
 
 async def run(quick: bool) -> tuple[str, str]:
-    with tempfile.TemporaryDirectory(prefix="bench-postgres-") as tmp:
-        dsn = database_url(Path(tmp) / "postgres", delete=True)
-        n, ks, rounds = (200, [5, 50], 3) if quick else (5000, [50, 500], 15)
-        saves = {k: await save_rounds(dsn, n, k, rounds) for k in ks}
-        isolation = await per_update(dsn, 100 if quick else 2000, 1 if quick else 3)
-        updates = 200 if quick else 4000
-        throughput = await workers_throughput(dsn, [1, 2] if quick else [1, 2, 4], updates)
+    # a temporary server, stopped and its directory removed when this process exits (a directory
+    # removed under a running server would leave the server running)
+    dsn = database_url(Path(tempfile.mkdtemp(prefix="bench-postgres-")), delete=True)
+    n, ks, rounds = (200, [5, 50], 3) if quick else (5000, [50, 500], 15)
+    saves = {k: await save_rounds(dsn, n, k, rounds) for k in ks}
+    isolation = await per_update(dsn, 100 if quick else 2000, 1 if quick else 3)
+    updates = 200 if quick else 4000
+    throughput = await workers_throughput(dsn, [1, 2] if quick else [1, 2, 4], updates)
     return report(saves, n, isolation, throughput, updates), json.dumps(
         {"n": n, "saves": saves, "per_update": isolation, "workers": throughput}, indent=1)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 def start_private_server(directory: Path, *, delete: bool = False) -> str:
     """Start (or reuse) the server whose data lives in ``directory``; returns its DSN. It is
-    stopped when this process exits; with ``delete=True`` its data directory is removed too."""
+    stopped when this process exits; with ``delete=True`` its data directory is removed then too
+    (never remove it earlier: a server whose directory is gone cannot be stopped)."""
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root)
         warnings.simplefilter("ignore")
         import pgserver

@@ -163,10 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                                               args.worker, token))
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
-    if args.demo:
-        with tempfile.TemporaryDirectory(prefix="cookbook-stage9-") as tmp:
-            dsn = database_url(Path(tmp) / "postgres", delete=True)
-            return asyncio.run(workers.demo(MODULE, dsn, args.workers or 4))
+    if args.demo:  # (a temporary server: stopped, then its directory removed, when this exits)
+        dsn = database_url(Path(tempfile.mkdtemp(prefix="cookbook-stage9-")), delete=True)
+        return asyncio.run(workers.demo(MODULE, dsn, args.workers or 4))
     dsn = database_url(Path("stage9-postgres").resolve())
     if token:
         return asyncio.run(workers.receive_and_route(MODULE, dsn, args.workers or 4, token))
