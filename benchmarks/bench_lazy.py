@@ -168,7 +168,7 @@ def report(results: dict[str, Any]) -> str:
         f"{results['touched']:,} distinct users touched and saved after start-up.",
         "",
         "| stored users | persistence | initialize() s | memory after start-up MB | "
-        "first touch ms/update | growth after 10,000 users wrote MB |",
+        "first touch ms per update (round mean) | growth after 10,000 users wrote MB |",
         "|---:|---|---:|---:|---:|---:|",
         *(row(case) for case in results["cases"]),
     ]
@@ -192,6 +192,11 @@ def main() -> None:
     print(report(results))
     if args.save:
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        RESULTS.with_suffix(".md").write_text(
+            "# Lazy loading: start-up and memory by number of stored users\n\n"
+            f"`python -m benchmarks.bench_lazy --rounds {args.rounds} --save`; load average "
+            + ", ".join(f"{load:.1f}" for load in results["load_average"]) + ".\n\n"
+            + report(results) + "\n")
 
 
 if __name__ == "__main__":
