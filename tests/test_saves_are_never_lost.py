@@ -10,7 +10,9 @@ transaction starts, and the rest of their round is committed.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -147,3 +149,24 @@ async def test_bad_ids_and_conversation_keys_fail_alone(db, cls):
         assert conn.execute("SELECT name, key, state FROM conversations").fetchall() == [
             ("form", '[1, "inline-id"]', "3")]
     conn.close()
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr to make a file read-only for root")
+async def test_a_read_only_file_is_reported_as_such_and_the_writes_are_kept(db):
+    """(Issue 15 item 3.) Not "damaged, restore a backup": the file is fine, only not writable."""
+    p = SQLitePersistence(db)
+    await p.update_chat_data(1, {"a": 1})
+    await p.flush()
+    if (await asyncio.to_thread(subprocess.run, ["chattr", "+i", str(db)], capture_output=True)).returncode:
+        pytest.skip("this file system cannot make a file immutable")
+    try:
+        p = SQLitePersistence(db)
+        assert await p.get_chat_data() == {1: {"a": 1}}
+        with pytest.raises(SaveFailedError, match="cannot be written"):
+            await p.update_chat_data(1, {"a": 2})
+        with pytest.raises(SaveFailedError, match=r"Unsaved: chat_data of chat 1\."):
+            await p.flush()
+    finally:
+        await asyncio.to_thread(subprocess.run, ["chattr", "-i", str(db)], check=True)
+    await p.flush()  # writable again: the kept write goes in
+    assert (await loaded(SQLitePersistence, db))[1] == {1: {"a": 2}}
