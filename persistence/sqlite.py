@@ -10,7 +10,9 @@ Copy this file into your project; it needs only ``python-telegram-bot`` and ``ai
 Your handlers keep using ``context.user_data``, ``context.chat_data`` and ``context.bot_data``;
 ``ConversationHandler(..., persistent=True, name="...")`` states and, with
 ``arbitrary_callback_data=True``, inline-button data are kept too. PTB loads everything once at
-start-up and writes what changed every ``update_interval`` seconds and at shutdown.
+start-up and writes what changed every ``update_interval`` seconds and at shutdown. For a bot with
+very many users, ``lazy=True`` loads each user's and chat's data when it is first needed instead
+(see the class docstring: what it changes for broadcasts).
 
 This class is for a file that **one bot process** owns. If other programs (an admin tool, a web
 panel, a script) write the file while the bot runs, use ``SharedSQLitePersistence`` from
@@ -46,7 +48,8 @@ Behaviour worth knowing
   in a worker thread too, so a large save does not stall the bot.
 * A save round (PTB runs all its ``update_*`` calls at once) is written as one transaction with
   ``executemany``; a row is only ever committed whole.
-* ``refresh_*`` do nothing: the bot's memory is the truth, as with ``PicklePersistence``.
+* ``refresh_*`` do nothing: the bot's memory is the truth, as with ``PicklePersistence``
+  (with ``lazy=True``, ``refresh_user_data``/``refresh_chat_data`` load an id the first time).
 * ``flush()`` (PTB's last call, in ``shutdown()``) commits and closes; the instance reopens the file
   if it is used again.
 * The file uses WAL mode: a reader never blocks the bot and a crash never corrupts the file.
@@ -387,7 +390,7 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         lazy (:obj:`bool`, optional): ``True``: load a user's or chat's data only when PTB first
             refreshes it (an update or a job of that user or chat), not all of it at start-up, so
             start-up time and memory do not grow with the number of stored users. Default
-            ``False``. User and chat data must then be ``dict`` s; bot data, callback data and
+            ``False``. User and chat data must then be dicts; bot data, callback data and
             conversations are loaded at start-up as always.
 
             Data PTB hands over for an id it has not loaded (a job writing
@@ -397,8 +400,9 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
 
             What sees only loaded ids: iterating ``application.user_data`` / ``chat_data`` (a
             broadcast), their ``len()``, and ``migrate_chat_data`` of a chat not loaded (its data
-            would not move; in a handler of the migration update it is loaded). The right way
-            to reach every stored user::
+            would not move: in the handler of the migration update it is loaded; elsewhere, first
+            ``await persistence.refresh_chat_data(old_id, application.chat_data[old_id])``).
+            The right way to reach every stored user::
 
                 async def broadcast(context: ContextTypes.DEFAULT_TYPE) -> None:
                     persistence = context.application.persistence

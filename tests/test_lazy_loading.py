@@ -8,9 +8,12 @@ import asyncio
 import functools
 import json
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from telegram.ext import Application, ContextTypes
 from test_persistence_contract import contract_bot, stored
 
@@ -164,3 +167,52 @@ async def test_lazy_needs_dict_data_and_says_so(db):
         await p.update_user_data(1, ["not", "a", "dict"])
     await p.flush()
     assert stored_row(db, 1) == {"a": 1}
+
+
+async def test_a_migration_outside_a_handler_moves_the_data_once_the_old_chat_is_loaded(make, db):
+    group, supergroup = group_chat(), supergroup_chat()
+    async with OfflineChat(contract_bot, make) as chat:
+        await chat.send("in the group", chat=group)
+        await chat.restart()
+
+        async def migrate_in_a_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+            app = context.application
+            await app.persistence.refresh_chat_data(group.id, app.chat_data[group.id])  # the doc's step
+            app.migrate_chat_data(old_chat_id=group.id, new_chat_id=supergroup.id)
+
+        await run_job(chat.app, migrate_in_a_job)
+        await chat.restart()
+        assert await stored(chat.app.persistence, "chat_data") == {supergroup.id: {"notes": ["in the group"]}}
+
+
+DATA = st.dictionaries(st.sampled_from("abcdef"), st.integers(0, 3) | st.text(max_size=3), max_size=5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(list(CLASSES)), stored_data=DATA, handed=DATA, later=DATA)
+def test_saves_of_an_id_never_loaded_keep_every_stored_key_they_lack(kind, stored_data, handed, later):
+    """Two saves of an id no refresh has loaded (what a job does), then a restart and the id's
+    first refresh: the stored keys neither save had are still there; every key a save had is
+    the later save's."""
+    cls = CLASSES[kind]
+
+    async def scenario(db: Path) -> dict:
+        p = cls(db)
+        await p.update_user_data(1, dict(stored_data))
+        await p.flush()
+        p = cls(db, lazy=True)
+        assert await p.get_user_data() == {}
+        await p.update_user_data(1, dict(handed))
+        await p.update_user_data(1, dict(later))
+        await p.flush()
+        p = cls(db, lazy=True)
+        await p.get_user_data()
+        live: dict = {}
+        await p.refresh_user_data(1, live)
+        await p.flush()
+        return live
+
+    with tempfile.TemporaryDirectory() as tmp:
+        live = asyncio.run(scenario(Path(tmp, "bot.sqlite3")))
+    expected = {**{k: v for k, v in stored_data.items() if k not in handed}, **later}
+    assert live == expected
