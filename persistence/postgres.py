@@ -97,7 +97,7 @@ import asyncpg  # type: ignore[import-untyped]
 from telegram import Update
 from telegram.ext import Application, BasePersistence, ConversationHandler, PersistenceInput
 
-from persistence.shared import merge, put, same
+from persistence.shared import Taken, merge, put, same
 from persistence.sqlite import (
     DELETE,
     KEY_COLUMN,
@@ -197,6 +197,7 @@ class _Write:
     what: str
     base: Any = None  # the row as this process knew it when PTB copied the data (for the merge)
     written: Any = None  # (version, stored data) once committed
+    taken: list[Taken] = field(default_factory=list)  # other processes' keys merged into value
     params: tuple[Any, ...] = ()  # the encoded row
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -256,6 +257,10 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         self._opening = asyncio.Lock()
         # each row as this process last read or wrote it: {(table, key): (version, stored data)}
         self._known: dict[tuple[str, Any], tuple[int, Any]] = {}
+        # PTB's live dict of each user, chat and bot data row this process has seen: a save that
+        # merges another process's keys into the stored row hands them to it too (else the row,
+        # now the base of the next merge, would hold them and live data never get them)
+        self._live: dict[tuple[str, Any], dict[Any, Any]] = {}
         self._queue: list[_Write] = []
         self._unsaved: dict[tuple[str, Any], _Write] = {}  # writes of failed rounds, kept
         self._last_error: BaseException | None = None
@@ -414,6 +419,10 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         for row, write in latest.items():
             if write.table in _KEY_COLUMN:
                 self._note_known(row, write.written)
+                live = self._live.pop(row, None) if write.value is _DELETE else self._live.get(row)
+                if live is not None:
+                    for change in write.taken:  # unless a handler changed the key since PTB's copy
+                        change.apply_to(live)
             elif write.table == "conversations":
                 self._note_known(row, None if write.value is _DELETE else (0, write.value))
         for write in batch:
@@ -439,8 +448,9 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
             stored = self._decode(theirs[write.key], write.what) if write.key in theirs else {}
             ancestor = self._decode(write.base[1], write.what) if write.base else {}
             if isinstance(write.value, dict) and isinstance(stored, dict):
-                write.value = dict(write.value)
-                for name, value in merge(write.value, stored, ancestor).items():
+                copy, write.value = write.value, dict(write.value)
+                for name, value in merge(copy, stored, ancestor).items():
+                    write.taken.append(Taken(name, value, (copy.get(name, DELETE),), None))
                     put(write.value, name, value)
                 write.params = self._params(write)
         await self._insert_rows(conn, table, changed, only_if_known=False)
@@ -525,6 +535,8 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         for key, data, version in rows:
             loaded[key] = self._decode(data, describe_row(table, key))
             self._known[table, key] = (version, data)
+            if table != "callback_data":
+                self._live[table, key] = loaded[key]  # PTB's live data from now on
         return loaded
 
     async def get_user_data(self) -> dict[int, Any]:
@@ -538,6 +550,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
     async def get_bot_data(self) -> dict[Any, Any]:
         """The bot's data (``{}`` if none is stored)."""
         data: dict[Any, Any] = (await self._load_table("bot_data")).get(0, {})
+        self._live["bot_data", 0] = data
         return data
 
     async def get_callback_data(self) -> Any:
@@ -625,6 +638,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         """Merge a row read as ``found`` ((version, data), data ``None`` if unchanged since
         ``before``; ``None`` if there is no row) into ``live``."""
         row = (table, key)
+        self._live[row] = live
         if self._known.get(row) is not before:
             return  # a save wrote this row meanwhile: what was read is not news
         if (found is not None and found[1] is None) or (found is None and before is None):
@@ -664,6 +678,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
             pool, self._pool = self._pool, None
             await pool.close()
         self._opening = asyncio.Lock()
+        self._live = {}  # an Application initialized again loads (and hands over) new live data
         if self._unsaved:
             names = [write.what for write in self._unsaved.values()]
             more = f" and {len(names) - 10} more" if len(names) > 10 else ""

@@ -467,3 +467,32 @@ async def test_a_server_gone_for_longer_than_wait_for_server_is_one_error_for_th
     await app.shutdown()
     stop_private_server(directory)
     shutil.rmtree(directory)
+
+
+async def test_bot_data_keys_a_save_merged_in_reach_live_data_and_are_never_taken_back(monkeypatch):
+    """Each process counts in bot data under its own key. Process 1's save merges process 2's key
+    into the stored row; that key must reach process 1's live bot data too. Otherwise process 1's
+    next save - its copy without the key, its base (the row it wrote) with it - deletes the key
+    process 2 has counted on since (found by the 20,000-update test, which lost a few hundred)."""
+    make = persistence_factory()
+    (one, api_one), (two, api_two) = await started(make), await started(make)
+    chat = group_chat()
+
+    async def message(app, api, worker: str) -> None:
+        monkeypatch.setenv("STAGE9_WORKER", worker)
+        await app.process_update(message_update(app, api, "hi", ALICE, chat))
+
+    await message(one, api_one, "w1")
+    await message(two, api_two, "w2")
+    await two.update_persistence()        # the row: w2 = 1
+    await one.update_persistence()        # merges w2 = 1 into the row it writes: w1 = 1, w2 = 1
+    assert one.bot_data == {"handled by w1": 1, "handled by w2": 1}, "the merged key reached live data"
+    await message(one, api_one, "w1")     # w1 = 2
+    await message(two, api_two, "w2")     # w2 = 2 (its refresh takes w1 = 1)
+    await two.update_persistence()
+    await one.update_persistence()
+    await one.shutdown()
+    await two.shutdown()
+    reader = make()
+    assert await reader.get_bot_data() == {"handled by w1": 2, "handled by w2": 2}
+    await reader.flush()
