@@ -19,6 +19,7 @@ from test_persistence_contract import contract_bot, stored
 
 from bots.offline import ALICE, BOB, OfflineChat, group_chat, migration_updates, supergroup_chat
 from persistence import SharedSQLitePersistence, SQLitePersistence
+from persistence.sqlite import SaveFailedError
 
 CLASSES = {"sqlite": SQLitePersistence, "shared": SharedSQLitePersistence}
 
@@ -216,3 +217,26 @@ def test_saves_of_an_id_never_loaded_keep_every_stored_key_they_lack(kind, store
         live = asyncio.run(scenario(Path(tmp, "bot.sqlite3")))
     expected = {**{k: v for k, v in stored_data.items() if k not in handed}, **later}
     assert live == expected
+
+
+@pytest.mark.parametrize("cls", list(CLASSES.values()), ids=list(CLASSES))
+async def test_a_failed_save_of_an_id_never_loaded_is_retried_with_the_stored_keys(cls, db):
+    p = cls(db)
+    await p.update_user_data(1, {"stored": 1, "also": 2})
+    await p.flush()
+    p = cls(db, lazy=True, busy_timeout=0.05)
+    await p.get_user_data()
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+    try:
+        with pytest.raises(SaveFailedError):
+            await p.update_user_data(1, {"from a job": 3})
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    await p.flush()  # writes the kept round
+    assert stored_row(db, 1) == {"stored": 1, "also": 2, "from a job": 3}
+    live = {"from a job": 3}  # PTB's dict for the user, as the job left it
+    await p.refresh_user_data(1, live)
+    assert live == {"stored": 1, "also": 2, "from a job": 3}
+    await p.flush()
