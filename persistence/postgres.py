@@ -46,6 +46,12 @@ Arguments of :class:`PostgresPersistence`
 ``pool_size``
     Connections per process (default 10). An update holds one while it runs: with
     ``concurrent_updates(N)``, at most ``pool_size`` updates of different users run at once.
+``lazy``
+    ``True``: start-up loads no user or chat data; an id is loaded when PTB first refreshes it (or
+    an isolated update or ``isolated()`` block holds it), so start-up time and memory do not grow
+    with the number of stored users. As for ``SQLitePersistence(lazy=True)``: data PTB hands
+    over for an id not loaded yet is merged with the stored row key by key, never written over
+    it; a broadcast iterates over :meth:`PostgresPersistence.stored_ids`.
 
 Tables (``\\dt`` in psql)
 -----------------------
@@ -224,6 +230,16 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         pool_size (:obj:`int`, optional): connections per process (default 10).
         wait_for_server (:obj:`float`, optional): seconds an isolated update waits for a server that
             is unreachable (restarting, a network outage) before it fails (default 60).
+        lazy (:obj:`bool`, optional): ``True``: load a user's or chat's data when PTB first
+            refreshes it (an update or an isolated job of that id), not all of it at start-up.
+            Default ``False``. User and chat data must then be dicts; bot data, callback data and
+            conversations are loaded at start-up as always. Data PTB hands over for an id not
+            loaded yet (a job writing ``application.user_data[some_id]``) is merged with the
+            stored row top-level key by key, never written over it; the stored keys it lacked
+            reach the live data at that id's first refresh. Iterating ``application.user_data``
+            (a broadcast), its ``len()`` and ``migrate_chat_data`` see only loaded ids: reach every
+            stored user as ``SQLitePersistence``'s docstring shows, with :meth:`stored_ids`, each
+            one inside ``async with application.isolated(user_id=...)`` (which loads it).
 
     Use it with :class:`IsolatingApplication` when more than one process serves the bot; see the
     module docstring for the tables, the guarantees and their costs.
@@ -239,6 +255,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         schema: str = "public",
         pool_size: int = 10,
         wait_for_server: float = 60,
+        lazy: bool = False,
     ) -> None:
         super().__init__(store_data=store_data, update_interval=update_interval)
         if serializer not in ("json", "pickle"):
@@ -250,6 +267,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         self.schema = schema
         self.pool_size = pool_size
         self.wait_for_server = wait_for_server
+        self.lazy = lazy
         # pickle mode: sqlite.py's pickler (it swaps the Bot inside Telegram objects); only its
         # encode/decode are used, no file is ever opened
         self._pickle = SQLitePersistence(f"PostgreSQL schema {schema}", serializer="pickle")
@@ -261,6 +279,9 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         # merges another process's keys into the stored row hands them to it too (else the row,
         # now the base of the next merge, would hold them and live data never get them)
         self._live: dict[tuple[str, Any], dict[Any, Any]] = {}
+        # lazy: stored keys saves merged in for an id whose live dict this process has not seen
+        # yet; they are handed to it at its first refresh, and to its saves until then
+        self._pending: dict[tuple[str, Any], list[Taken]] = {}
         self._queue: list[_Write] = []
         self._unsaved: dict[tuple[str, Any], _Write] = {}  # writes of failed rounds, kept
         self._last_error: BaseException | None = None
@@ -423,6 +444,10 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                 if live is not None:
                     for change in write.taken:  # unless a handler changed the key since PTB's copy
                         change.apply_to(live)
+                elif write.value is _DELETE:
+                    self._pending.pop(row, None)
+                elif write.taken and self.lazy:  # an id never loaded: its first refresh gets them
+                    self._pending.setdefault(row, []).extend(write.taken)
             elif write.table == "conversations":
                 self._note_known(row, None if write.value is _DELETE else (0, write.value))
         for write in batch:
@@ -501,8 +526,14 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
 
     async def _write(self, table: str, key: Any, value: Any, what: str | None = None) -> None:
         """Queue one row's write (``_DELETE``: its deletion) for the current save round."""
-        write = _Write(table, key, value, what or (describe_row(table, key) if table in _KEY_COLUMN else ""))
         row = (table, key)
+        if self.lazy and table in ("user_data", "chat_data") and value is not _DELETE:
+            SQLitePersistence._check_lazy({}, value, describe_row(table, key))  # merged: a dict
+        if row in self._pending and value is not _DELETE:  # lazy, an id never loaded: PTB's data
+            value = dict(value)  # lacks the stored keys earlier saves merged in - as live would
+            for change in self._pending[row]:
+                change.apply_to(value)
+        write = _Write(table, key, value, what or (describe_row(table, key) if table in _KEY_COLUMN else ""))
         # what the row was when PTB copied the data for this round (the base of the merge)
         write.base = self._known.get(row)
         if self._round is not None:
@@ -530,6 +561,11 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
     async def _load_table(self, table: str) -> dict[int, Any]:
         pool = await self._connect()
         column = _KEY_COLUMN[table]
+        if self.lazy and table in ("user_data", "chat_data"):  # an id is loaded at its first refresh
+            for row in [row for row in (*self._known, *self._pending) if row[0] == table]:
+                self._known.pop(row, None)  # (known from before a flush(): not in the new live data)
+                self._pending.pop(row, None)
+            return {}
         rows = await pool.fetch(f"SELECT {column}, data, version FROM {self.schema}.{table}")
         loaded = {}
         for key, data, version in rows:
@@ -539,12 +575,20 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
                 self._live[table, key] = loaded[key]  # PTB's live data from now on
         return loaded
 
+    async def stored_ids(self, table: Literal["user_data", "chat_data"]) -> list[int]:
+        """The ids of every stored user (``"user_data"``) or chat (``"chat_data"``), loaded or
+        not: what a broadcast iterates over when ``lazy=True``."""
+        if table not in ("user_data", "chat_data"):
+            raise ValueError(f"stored_ids() takes 'user_data' or 'chat_data', not {table!r}")
+        pool = await self._connect()
+        return [key for key, in await pool.fetch(f"SELECT {_KEY_COLUMN[table]} FROM {self.schema}.{table}")]
+
     async def get_user_data(self) -> dict[int, Any]:
-        """All users' data, loaded once by ``Application.initialize()``."""
+        """All users' data, loaded once by ``Application.initialize()`` (none with ``lazy=True``)."""
         return await self._load_table("user_data")
 
     async def get_chat_data(self) -> dict[int, Any]:
-        """All chats' data, loaded once by ``Application.initialize()``."""
+        """All chats' data, loaded once by ``Application.initialize()`` (none with ``lazy=True``)."""
         return await self._load_table("chat_data")
 
     async def get_bot_data(self) -> dict[Any, Any]:
@@ -639,6 +683,8 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         ``before``; ``None`` if there is no row) into ``live``."""
         row = (table, key)
         self._live[row] = live
+        for change in self._pending.pop(row, ()):  # lazy: keys saves kept before the first load
+            change.apply_to(live)
         if self._known.get(row) is not before:
             return  # a save wrote this row meanwhile: what was read is not news
         if (found is not None and found[1] is None) or (found is None and before is None):

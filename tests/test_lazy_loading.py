@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from postgres_server import make_postgres_persistence
 from telegram.ext import Application, ContextTypes
 from test_persistence_contract import contract_bot, stored
 
@@ -22,14 +23,24 @@ from persistence import SharedSQLitePersistence, SQLitePersistence
 from persistence.sqlite import SaveFailedError
 
 CLASSES = {"sqlite": SQLitePersistence, "shared": SharedSQLitePersistence}
+MAKERS = {**CLASSES, "postgres": make_postgres_persistence}  # (one schema per db path)
 
 
-@pytest.fixture(params=list(CLASSES))
+@pytest.fixture(params=list(MAKERS))
 def make(request: pytest.FixtureRequest, db: Path):
-    return functools.partial(CLASSES[request.param], db, lazy=True)
+    return functools.partial(MAKERS[request.param], db, lazy=True)
 
 
-def stored_row(db: Path, user_id: int) -> dict:
+async def stored_row(make, user_id: int) -> dict:
+    """A user's stored data, read by a new persistence over the same storage."""
+    p = make()
+    try:
+        return (await stored(p, "user_data"))[user_id]
+    finally:
+        await p.flush()
+
+
+def sqlite_row(db: Path, user_id: int) -> dict:
     with sqlite3.connect(db) as conn:
         [(data,)] = conn.execute("SELECT data FROM user_data WHERE user_id = ?", (user_id,))
     conn.close()
@@ -74,13 +85,13 @@ async def test_a_job_changing_a_never_loaded_user_keeps_every_stored_key(make, d
         await chat.restart()
         await run_job(chat.app, give_alice_a_gift)
         await chat.save()
-        assert stored_row(db, ALICE.id) == {"last": "hello", "gift": "a cake"}
+        assert await stored_row(make, ALICE.id) == {"last": "hello", "gift": "a cake"}
         # the stored key reaches the live data at the first refresh, and stays in later saves
         assert await chat.send("/show") == ["chat=['hello'] user=hello count=1"]
         assert chat.app.user_data[ALICE.id] == {"last": "hello", "gift": "a cake"}
         await chat.send("again")
         await chat.restart()
-        assert stored_row(db, ALICE.id) == {"last": "again", "gift": "a cake"}
+        assert await stored_row(make, ALICE.id) == {"last": "again", "gift": "a cake"}
 
 
 async def test_a_second_save_before_any_refresh_still_keeps_the_stored_keys(make, db):
@@ -96,7 +107,7 @@ async def test_a_second_save_before_any_refresh_still_keeps_the_stored_keys(make
 
         await run_job(chat.app, take_the_gift_back)
         await chat.save()
-        assert stored_row(db, ALICE.id) == {"last": "hello"}  # its own key went, the stored stayed
+        assert await stored_row(make, ALICE.id) == {"last": "hello"}  # its own key went, the stored stayed
 
 
 async def test_a_restart_in_the_middle_loses_nothing(make, db):
@@ -132,8 +143,8 @@ async def test_a_broadcast_done_the_documented_way_reaches_every_stored_user(mak
         assert sorted((int(p["chat_id"]), p["text"]) for p in sent[-2:]) == [
             (ALICE.id, "news for you, I am Alice"), (BOB.id, "news for you, I am Bob")]
         await chat.restart()
-        assert stored_row(db, ALICE.id) == {"last": "I am Alice", "news": 1}
-        assert stored_row(db, BOB.id) == {"last": "I am Bob", "news": 1}
+        assert await stored_row(make, ALICE.id) == {"last": "I am Alice", "news": 1}
+        assert await stored_row(make, BOB.id) == {"last": "I am Bob", "news": 1}
 
 
 async def test_dropping_a_never_loaded_user_deletes_its_row(make, db):
@@ -167,7 +178,7 @@ async def test_lazy_needs_dict_data_and_says_so(db):
     with pytest.raises(TypeError, match="user_data of user 1 key by key, so it must be a dict"):
         await p.update_user_data(1, ["not", "a", "dict"])
     await p.flush()
-    assert stored_row(db, 1) == {"a": 1}
+    assert sqlite_row(db, 1) == {"a": 1}
 
 
 async def test_a_migration_outside_a_handler_moves_the_data_once_the_old_chat_is_loaded(make, db):
@@ -190,12 +201,12 @@ DATA = st.dictionaries(st.sampled_from("abcdef"), st.integers(0, 3) | st.text(ma
 
 
 @settings(max_examples=40, deadline=None)
-@given(kind=st.sampled_from(list(CLASSES)), stored_data=DATA, handed=DATA, later=DATA)
+@given(kind=st.sampled_from(list(MAKERS)), stored_data=DATA, handed=DATA, later=DATA)
 def test_saves_of_an_id_never_loaded_keep_every_stored_key_they_lack(kind, stored_data, handed, later):
     """Two saves of an id no refresh has loaded (what a job does), then a restart and the id's
     first refresh: the stored keys neither save had are still there; every key a save had is
     the later save's."""
-    cls = CLASSES[kind]
+    cls = MAKERS[kind]
 
     async def scenario(db: Path) -> dict:
         p = cls(db)
@@ -235,8 +246,45 @@ async def test_a_failed_save_of_an_id_never_loaded_is_retried_with_the_stored_ke
         locker.execute("ROLLBACK")
         locker.close()
     await p.flush()  # writes the kept round
-    assert stored_row(db, 1) == {"stored": 1, "also": 2, "from a job": 3}
+    assert sqlite_row(db, 1) == {"stored": 1, "also": 2, "from a job": 3}
     live = {"from a job": 3}  # PTB's dict for the user, as the job left it
     await p.refresh_user_data(1, live)
     assert live == {"stored": 1, "also": 2, "from a job": 3}
     await p.flush()
+
+
+async def test_postgres_an_isolated_job_loads_a_never_loaded_user_first(db):
+    """PostgreSQL: ``isolated()`` (what IsolatingApplication runs every update in) reads the
+    user's row into the live data before the block, so a job sees and keeps every stored key."""
+    make = functools.partial(make_postgres_persistence, db, lazy=True)
+    seen: list[dict] = []
+    async with OfflineChat(contract_bot, make) as chat:
+        await chat.send("hello")
+        await chat.restart()
+        assert dict(chat.app.user_data) == {}
+
+        async def isolated_gift(context: ContextTypes.DEFAULT_TYPE) -> None:
+            app = context.application
+            async with app.persistence.isolated(app, user_id=ALICE.id):
+                seen.append(dict(app.user_data[ALICE.id]))
+                app.user_data[ALICE.id]["gift"] = "a cake"
+
+        await run_job(chat.app, isolated_gift)
+        assert seen == [{"last": "hello"}]
+        assert await stored_row(make, ALICE.id) == {"last": "hello", "gift": "a cake"}  # written at once
+        await chat.restart()
+        assert await chat.send("/show") == ["chat=['hello'] user=hello count=1"]
+        assert await stored_row(make, ALICE.id) == {"last": "hello", "gift": "a cake"}
+
+
+async def test_postgres_lazy_needs_dict_data_and_says_so(db):
+    make = functools.partial(make_postgres_persistence, db)
+    p = make()
+    await p.update_user_data(1, {"a": 1})
+    await p.flush()
+    p = make(lazy=True)
+    await p.get_user_data()
+    with pytest.raises(TypeError, match="user_data of user 1 key by key, so it must be a dict"):
+        await p.update_user_data(1, ["not", "a", "dict"])
+    await p.flush()
+    assert await stored_row(make, 1) == {"a": 1}

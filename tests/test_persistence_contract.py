@@ -56,6 +56,7 @@ BUILTIN = {
     "sqlite-lazy": functools.partial(SQLitePersistence, lazy=True),
     "shared-lazy": functools.partial(SharedSQLitePersistence, lazy=True),
     "postgres": make_postgres_persistence,
+    "postgres-lazy": functools.partial(make_postgres_persistence, lazy=True),
 }
 
 
