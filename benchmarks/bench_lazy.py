@@ -4,7 +4,8 @@ For N = 10,000 / 100,000 / 1,000,000 stored users (a small dict each), side by s
 
 * start-up: ``Application.initialize()`` of a real Application (offline HTTP layer) over
   ``PicklePersistence(on_flush=True)``, ``SQLitePersistence``, ``SQLitePersistence(lazy=True)`` and
-  ``SharedSQLitePersistence(lazy=True)``, and the memory (RSS) it added;
+  ``SharedSQLitePersistence(lazy=True)`` and ``PostgresPersistence(lazy=True)`` (N up to
+  100,000; a private ``pgserver`` server, or ``DATABASE_URL``), and the memory (RSS) it added;
 * first touch: ``refresh_user_data`` of 10,000 distinct stored users, one each - what PTB calls
   before a handler runs for a user (it loads the user in lazy mode, does nothing in eager mode);
 * then those 10,000 users' data changes and is saved (one save round): the memory grown since
@@ -12,8 +13,9 @@ For N = 10,000 / 100,000 / 1,000,000 stored users (a small dict each), side by s
 
 Every measurement runs in a fresh Python process (memory is that process's RSS), ``--rounds``
 times; the tables show the median and the worst round. The test files are built with raw SQL
-(``executemany``, triggers off while inserting; the persistence makes them again at start-up)
-and the pickle file with ``pickle.dump``, so that a million users take seconds to set up.
+(``executemany``, triggers off while inserting; the persistence makes them again at start-up),
+the PostgreSQL schema with ``COPY`` (a new schema each round) and the pickle file with
+``pickle.dump``, so that a million users take seconds to set up.
 
     python -m benchmarks.bench_lazy                       # all sizes, 3 rounds (several minutes)
     python -m benchmarks.bench_lazy --sizes 10000 --rounds 1
@@ -36,11 +38,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import psutil
 from telegram.ext import PicklePersistence
 
+from bots.local_postgres import database_url
 from bots.offline import OfflineBotAPI, application_builder
 from persistence import SharedSQLitePersistence, SQLitePersistence
+from persistence.postgres import PostgresPersistence
 
 SIZES = (10_000, 100_000, 1_000_000)
 TOUCHED = 10_000  # distinct users that write after start-up
@@ -50,7 +55,9 @@ CONTENDERS = {
     "sqlite": "SQLitePersistence",
     "sqlite_lazy": "SQLitePersistence(lazy=True)",
     "shared_lazy": "SharedSQLitePersistence(lazy=True)",
+    "postgres_lazy": "PostgresPersistence(lazy=True)",
 }
+POSTGRES_MAX = 100_000  # PostgreSQL is measured up to this N
 RESULTS = Path(__file__).parent / "results" / "lazy.json"
 
 
@@ -84,7 +91,29 @@ def build_pickle(path: Path, n: int) -> None:
         pickle.dump(data, file, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def make(key: str, path: Path) -> Any:
+def build_postgres(dsn: str, schema: str, n: int) -> None:
+    async def build() -> None:
+        persistence = PostgresPersistence(dsn, schema=schema)  # creates the schema
+        await persistence.update_bot_data({})
+        await persistence.flush()
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.copy_records_to_table(
+                "user_data", schema_name=schema, columns=["user_id", "data"],
+                records=[(uid, json.dumps(user_data(uid), separators=(",", ":")))
+                         for uid in range(FIRST_USER, FIRST_USER + n)])
+        finally:
+            await conn.close()
+
+    asyncio.run(build())
+
+
+def make(key: str, location: str) -> Any:
+    """The persistence ``key`` over ``location``: a file, or ``schema@dsn`` for PostgreSQL."""
+    if key == "postgres_lazy":
+        schema, _, dsn = location.partition("@")
+        return PostgresPersistence(dsn, schema=schema, lazy=True)
+    path = Path(location)
     if key == "pickle":
         # (without on_flush, each of the 10,000 update_user_data calls rewrites the whole file)
         return PicklePersistence(path, on_flush=True)
@@ -100,9 +129,9 @@ def rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-async def measure(key: str, path: Path, n: int) -> dict[str, float]:
+async def measure(key: str, location: str, n: int) -> dict[str, float]:
     baseline = rss()
-    persistence = make(key, path)
+    persistence = make(key, location)
     app = application_builder(request=OfflineBotAPI(), persistence=persistence).build()
     began = time.perf_counter()
     await app.initialize()
@@ -129,6 +158,9 @@ async def measure(key: str, path: Path, n: int) -> dict[str, float]:
 # ---- the run ---------------------------------------------------------------------------------
 def run(sizes: list[int], rounds: int, keys: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {"rounds": rounds, "touched": TOUCHED, "cases": []}
+    dsn = None
+    if "postgres_lazy" in keys and min(sizes) <= POSTGRES_MAX:  # (stopped when this process exits)
+        dsn = database_url(Path(tempfile.mkdtemp(prefix="bench-lazy-pg-")), delete=True)
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             print(f"N = {n:,}: building the files", file=sys.stderr, flush=True)
@@ -136,13 +168,20 @@ def run(sizes: list[int], rounds: int, keys: list[str]) -> dict[str, Any]:
             build_pickle(files["pickle"], n)
             build_sqlite(files["sqlite"], n)
             for key in keys:
+                if key == "postgres_lazy" and (dsn is None or n > POSTGRES_MAX):
+                    continue
                 source = files["pickle" if key == "pickle" else "sqlite"]
                 samples = []
-                for _ in range(rounds):
+                for round_ in range(rounds):
                     work = Path(tmp, f"work-{source.name}")  # each round from the same file
-                    work.write_bytes(source.read_bytes())
+                    location = str(work)
+                    if dsn is not None and key == "postgres_lazy":  # each round a new schema
+                        location = f"bench_lazy_{os.getpid()}_{n}_{round_}@{dsn}"
+                        build_postgres(dsn, location.partition("@")[0], n)
+                    else:
+                        work.write_bytes(source.read_bytes())
                     out = subprocess.run(
-                        [sys.executable, "-m", "benchmarks.bench_lazy", "--child", key, str(work),
+                        [sys.executable, "-m", "benchmarks.bench_lazy", "--child", key, location,
                          str(n)], check=True, capture_output=True, text=True)
                     samples.append(json.loads(out.stdout))
                     for extra in Path(tmp).glob(f"{work.name}*"):
@@ -181,11 +220,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS))
     parser.add_argument("--save", action="store_true", help=f"write the results to {RESULTS}")
-    parser.add_argument("--child", nargs=3, metavar=("KEY", "PATH", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("KEY", "LOCATION", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        key, path, n = args.child
-        print(json.dumps(asyncio.run(measure(key, Path(path), int(n)))))
+        key, location, n = args.child
+        print(json.dumps(asyncio.run(measure(key, location, int(n)))))
         return
     results = run(args.sizes, args.rounds, args.only)
     results["load_average"] = os.getloadavg()
