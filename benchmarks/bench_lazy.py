@@ -57,7 +57,7 @@ CONTENDERS = {
     "shared_lazy": "SharedSQLitePersistence(lazy=True)",
     "postgres_lazy": "PostgresPersistence(lazy=True)",
 }
-POSTGRES_MAX = 100_000  # PostgreSQL is measured up to this N
+POSTGRES_MAX = 1_000_000  # PostgreSQL is measured up to this N
 RESULTS = Path(__file__).parent / "results" / "lazy.json"
 
 
