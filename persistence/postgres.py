@@ -109,6 +109,7 @@ from persistence.sqlite import (
     KEY_COLUMN,
     DataNotStorableError,
     SaveFailedError,
+    SaveRounds,
     SQLitePersistence,
     decode_json,
     describe_row,
@@ -218,7 +219,7 @@ class _Hold:
     written: list[tuple[tuple[str, Any], Any]] = field(default_factory=list)  # (row, (version, data))
 
 
-class PostgresPersistence(BasePersistence[Any, Any, Any]):
+class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
     """A ``BasePersistence`` on PostgreSQL for one or several bot processes (``asyncpg``).
 
     Args:
@@ -282,10 +283,7 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         # lazy: stored keys saves merged in for an id whose live dict this process has not seen
         # yet; they are handed to it at its first refresh, and to its saves until then
         self._pending: dict[tuple[str, Any], list[Taken]] = {}
-        self._queue: list[_Write] = []
-        self._unsaved: dict[tuple[str, Any], _Write] = {}  # writes of failed rounds, kept
-        self._last_error: BaseException | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._init_save_rounds()
         # isolation: in-process locks, the holds of running updates, rounds of PTB's periodic save
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, updates using it
         self._held: dict[tuple[str, Any], int] = {}  # (table or conversation, key) -> sections
@@ -373,45 +371,10 @@ class PostgresPersistence(BasePersistence[Any, Any, Any]):
         return self._pickle.decode(stored, what)
 
     # ---- writing: every write of a save round goes into one transaction -------------------------
-    async def _submit(self, write: _Write) -> None:
-        """Queue ``write`` and wait until it is committed (or has failed). PTB starts all writes of
-        a save round at once; the first starts the writer task, which commits them together."""
-        self._queue.append(write)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_queue())
-        await write.done
-
-    async def _write_queue(self) -> None:
-        await asyncio.sleep(0)  # let the other writes of this round join the queue
-        while self._queue:
-            batch, self._queue = self._queue, []
-            await self._write_round(batch)
-
-    async def _write_round(self, batch: list[_Write]) -> None:
-        """Write ``batch`` together with what earlier rounds could not write (older first; a newer
-        write of the same row replaces an older one). If the round fails (the server is gone, the
-        network down), all are kept and written again at the next save and at ``flush()``."""
-        fresh = {(write.table, write.key) for write in batch}
-        batch = [write for row, write in self._unsaved.items() if row not in fresh] + batch
-        self._unsaved = {}
-        if not batch:
-            return
-        try:
-            await self._write_batch(batch)
-        except BaseException as exc:
-            for write in batch:  # (writes that failed alone have left the batch)
-                self._unsaved[write.table, write.key] = write
-            self._last_error = exc
-            error = SaveFailedError(
-                f"Could not save {len(batch)} rows to PostgreSQL at {safe_dsn(self.dsn)} "
-                f"({type(exc).__name__}: {exc}). Nothing is lost: they are written again at the "
-                "next save and at flush().")
-            error.__cause__ = exc
-            for write in batch:
-                if not write.done.done():
-                    write.done.set_exception(error)
-            if not isinstance(exc, Exception):
-                raise
+    def _save_failure(self, rows: int) -> str:
+        exc = self._last_error
+        return (f"Could not save {rows} rows to PostgreSQL at {safe_dsn(self.dsn)} "
+                f"({type(exc).__name__}: {exc})")
 
     async def _write_batch(self, batch: list[_Write]) -> None:
         for write in list(batch):  # encoded first, outside the transaction

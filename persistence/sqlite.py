@@ -360,7 +360,70 @@ class Write:
     params: tuple[Any, ...] = ()
 
 
-class SQLitePersistence(BasePersistence[Any, Any, Any]):
+class SaveRounds:
+    """The save rounds of a persistence that never loses a write (``postgres.py`` uses it too).
+
+    PTB starts all writes of a save round at once: the first starts a writer task, the others join
+    its queue before it runs, and :meth:`_write_batch` (the subclass's) writes them together. A
+    round that fails keeps its writes in ``_unsaved``; they go with the next round and ``flush()``.
+    A write is anything with ``table``, ``key``, ``what`` and a ``done`` future."""
+
+    _queue: list[Any]
+    _unsaved: dict[tuple[str, Any], Any]
+    _last_error: BaseException | None
+    _writer: asyncio.Task[None] | None
+
+    def _init_save_rounds(self) -> None:
+        self._queue = []
+        self._unsaved = {}  # (table, key) -> the write of a failed round, kept
+        self._last_error = None  # why the last failed round failed
+        self._writer = None
+
+    async def _write_batch(self, batch: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _save_failure(self, rows: int) -> str:
+        """``Could not save N rows to WHERE: WHY`` for the last failed round."""
+        raise NotImplementedError
+
+    async def _submit(self, write: Any) -> None:
+        """Queue ``write`` and wait until it is committed (or has failed)."""
+        self._queue.append(write)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queue())
+        await write.done
+
+    async def _write_queue(self) -> None:
+        await asyncio.sleep(0)  # let the other writes of this round join the queue
+        while self._queue:
+            batch, self._queue = self._queue, []
+            await self._write_round(batch)
+
+    async def _write_round(self, batch: list[Any]) -> None:
+        """Write ``batch`` together with what earlier rounds could not write (older first; a newer
+        write of the same row replaces an older one). If the round fails, all are kept again."""
+        fresh = {(write.table, write.key) for write in batch}
+        batch = [write for row, write in self._unsaved.items() if row not in fresh] + batch
+        self._unsaved = {}
+        if not batch:
+            return
+        try:
+            await self._write_batch(batch)
+        except BaseException as exc:
+            for write in batch:  # (writes that failed alone have left the batch)
+                self._unsaved[write.table, write.key] = write
+            self._last_error = exc
+            error = SaveFailedError(f"{self._save_failure(len(batch))}. Nothing is lost: they are "
+                                    "written again at the next save and at flush().")
+            error.__cause__ = exc
+            for write in batch:
+                if not write.done.done():
+                    write.done.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+
+
+class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
     """A :class:`telegram.ext.BasePersistence` that keeps every kind of bot data in one SQLite
     file, for a bot whose process owns the file. See the module docstring for the schema.
 
@@ -441,13 +504,9 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         self._busy = asyncio.Lock()
         # each row's version as this instance last read or wrote it: {table: {key: version}}
         self._versions: dict[str, dict[Any, int]] = {table: {} for table in KEY_COLUMN}
-        self._queue: list[Write] = []
-        # writes of rounds that failed, written again by the next round and flush(): {(table, key): write}
-        self._unsaved: dict[tuple[str, Any], Write] = {}
-        self._last_error: BaseException | None = None
+        self._init_save_rounds()
         self._schema_version: int | None = None  # PRAGMA schema_version as this connection saw it
         self._last_saved: dict[str, Any] = {}  # bot_data and callback_data as last written
-        self._writer: asyncio.Task[None] | None = None
         self._scrub_wal = False  # a dropped row may still be in the WAL file
         self._loaded: set[str] = set()  # tables PTB loaded since the last flush (its live data)
         self.lazy = lazy
@@ -593,47 +652,15 @@ class SQLitePersistence(BasePersistence[Any, Any, Any]):
         """Queue one row's write (``DELETE``: its deletion) and wait until it is committed (or
         has failed); ``what`` names it in errors.
 
-        PTB starts all writes of a save round at once; the first one starts the writer task, the
-        rest join its queue before it runs, and the writer commits them together."""
+        PTB starts all writes of a save round at once; :class:`SaveRounds` commits them together."""
         what = what or describe_row(table, key)
         if table in KEY_COLUMN and (type(key) is not int or not -(2**63) <= key < 2**63):
             raise DataNotStorableError(f"Cannot store {what}: the id {key!r} is not an int in "
                                        "SQLite's 64-bit range.")
-        write = Write(table, key, value, what)
-        self._queue.append(write)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_queue())
-        await write.done
+        await self._submit(Write(table, key, value, what))
 
-    async def _write_queue(self) -> None:
-        await asyncio.sleep(0)  # let the other writes of this round join the queue
-        while self._queue:
-            batch, self._queue = self._queue, []
-            await self._write_round(batch)
-
-    async def _write_round(self, batch: list[Write]) -> None:
-        """Write ``batch`` together with what earlier rounds could not write (older first; a newer
-        write of the same row replaces an older one). If the round fails, all are kept again."""
-        fresh = {(write.table, write.key) for write in batch}
-        batch = [write for row, write in self._unsaved.items() if row not in fresh] + batch
-        self._unsaved = {}
-        if not batch:
-            return
-        try:
-            await self._write_batch(batch)
-        except BaseException as exc:
-            for write in batch:  # (writes that failed alone have left the batch)
-                self._unsaved[write.table, write.key] = write
-            self._last_error = exc
-            error = SaveFailedError(
-                f"Could not save {len(batch)} rows to {self.filepath}: {self._problem()}. Nothing "
-                "is lost: they are written again at the next save and at flush().")
-            error.__cause__ = exc
-            for write in batch:
-                if not write.done.done():
-                    write.done.set_exception(error)
-            if not isinstance(exc, Exception):
-                raise
+    def _save_failure(self, rows: int) -> str:
+        return f"Could not save {rows} rows to {self.filepath}: {self._problem()}"
 
     def _prepare(self, batch: list[Write]) -> list[tuple[Write, DataNotStorableError]]:
         """Encode every write's row (run in a worker thread). Returns the writes that cannot be
