@@ -58,9 +58,14 @@ CONTENDERS = [
          "data) and one `executemany` upsert (plus the bot_data row) in one transaction, on a file "
          "with SQLitePersistence's PRAGMAs (WAL, `synchronous=NORMAL`, `secure_delete`, "
          "`busy_timeout`); loading is one SELECT and `json.loads` per row."),
+    Spec("floor_ptb", "floor, called as PTB calls a persistence",
+         "The floor behind PTB's interface: the same encoding and transaction, but reached the way "
+         "`Application.update_persistence()` reaches any persistence - one `update_chat_data` "
+         "coroutine per dirty chat plus `update_bot_data`, run by `asyncio.gather`; the first call "
+         "starts the round's writer, all wait for its commit. What no persistence can go below."),
 ]
 SPECS = {spec.key: spec for spec in CONTENDERS}
-PICKLE, FLOOR, TARGET = "pickle", "floor", "sqlite_json"
+PICKLE, FLOOR, FLOOR_PTB, TARGET = "pickle", "floor", "floor_ptb", "sqlite_json"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,6 +354,33 @@ class FloorContender(Contender):
             self.db = None
 
 
+class PTBFloorContender(FloorContender):
+    """The floor, called as PTB calls a persistence (see its Spec)."""
+
+    async def save(self, dirty: dict[int, dict], bot_data: dict) -> None:
+        rows: dict[str, list[tuple[int, str]]] = {"chat_data": [], "bot_data": []}
+        committed = asyncio.get_running_loop().create_future()
+        writer: list[asyncio.Task] = []
+
+        async def write_round() -> None:
+            await asyncio.sleep(0)  # the round's other calls join first
+            await self.db.execute("BEGIN IMMEDIATE")
+            await self.db.executemany(FLOOR_UPSERT.format(table="chat_data", column="chat_id"),
+                                      rows["chat_data"])
+            await self.db.executemany(FLOOR_UPSERT.format(table="bot_data", column="id"), rows["bot_data"])
+            await self.db.execute("COMMIT")
+            committed.set_result(None)
+
+        async def update(table: str, key: int, data: dict) -> None:
+            rows[table].append((key, self.dumps(data)))
+            if not writer:
+                writer.append(asyncio.create_task(write_round()))
+            await committed
+
+        await asyncio.gather(*[update("chat_data", chat_id, data) for chat_id, data in dirty.items()],
+                             update("bot_data", 0, bot_data))
+
+
 def make_contender(key: str, workdir: Path) -> Contender:
     factories: dict[str, Callable[[], Contender]] = {
         "pickle": lambda: PickleContender(workdir),
@@ -359,6 +391,7 @@ def make_contender(key: str, workdir: Path) -> Contender:
         "sqlite_pickle": lambda: SQLiteContender(workdir, "pickle"),
         "sqlite_shared": lambda: SQLiteContender(workdir, "json", shared=True),
         "floor": lambda: FloorContender(workdir),
+        "floor_ptb": lambda: PTBFloorContender(workdir),
     }
     return factories[key]()
 

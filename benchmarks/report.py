@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.contenders import CONTENDERS, FLOOR, MESSAGES_PER_CHAT, PICKLE, SPECS, TARGET
+from benchmarks.contenders import CONTENDERS, FLOOR, FLOOR_PTB, MESSAGES_PER_CHAT, PICKLE, SPECS, TARGET
 from benchmarks.runner import EXTRA_RUNS, MEMORY, REPO, Case, fmt_time
 
 
@@ -133,24 +133,28 @@ def check_targets(cases: dict, budget: float) -> list[tuple[str, str, bool | Non
         case = cases.get((key, size))
         return case.phases.get(name) if case else None
 
-    for k, limit in ((TARGET_K_SMALL, 1.5), (TARGET_K_LARGE, 1.3)):
-        what = f"save round ≤ {limit}× the floor (N={n:,}, K={k}; worst rounds)"
-        ours, floor = phase(TARGET, f"round:{k}"), phase(FLOOR, f"round:{k}")
-        if ours and floor and ours.times and floor.times:
-            worst, median = ours.worst / floor.worst, ours.median / floor.median
-            results.append((what, f"worst {worst:.2f}× ({fmt_time(ours.worst)} vs {fmt_time(floor.worst)}); "
-                                  f"median {median:.2f}× ({fmt_time(ours.median)} vs "
-                                  f"{fmt_time(floor.median)})", worst <= limit))
+    for floor_key, floor_name in ((FLOOR, "the floor"), (FLOOR_PTB, "the floor as PTB calls it")):
+        for k, limit in ((TARGET_K_SMALL, 1.5), (TARGET_K_LARGE, 1.3)):
+            what = f"save round ≤ {limit}× {floor_name} (N={n:,}, K={k}; worst rounds)"
+            ours, floor = phase(TARGET, f"round:{k}"), phase(floor_key, f"round:{k}")
+            if ours and floor and ours.times and floor.times:
+                worst, median = ours.worst / floor.worst, ours.median / floor.median
+                results.append((what, f"worst {worst:.2f}× ({fmt_time(ours.worst)} vs "
+                                      f"{fmt_time(floor.worst)}); median {median:.2f}× "
+                                      f"({fmt_time(ours.median)} vs {fmt_time(floor.median)})",
+                                worst <= limit))
+            else:
+                results.append((what, "not measured in this run", None))
+        what = (f"worst event-loop stall ≤ {floor_name}'s worst + 5 ms (N={n:,}, K={TARGET_K_LARGE}, "
+                "all rounds)")
+        ours, floor = phase(TARGET, f"round:{TARGET_K_LARGE}"), phase(floor_key, f"round:{TARGET_K_LARGE}")
+        if ours and floor and ours.stalls and floor.stalls:
+            results.append((what, f"{fmt_time(max(ours.stalls))} vs {fmt_time(max(floor.stalls))} "
+                                  f"(medians {fmt_time(ours.median_stall)} vs "
+                                  f"{fmt_time(floor.median_stall)})",
+                            max(ours.stalls) <= max(floor.stalls) + 0.005))
         else:
             results.append((what, "not measured in this run", None))
-    what = f"worst event-loop stall ≤ the floor's worst + 5 ms (N={n:,}, K={TARGET_K_LARGE}, all rounds)"
-    ours, floor = phase(TARGET, f"round:{TARGET_K_LARGE}"), phase(FLOOR, f"round:{TARGET_K_LARGE}")
-    if ours and floor and ours.stalls and floor.stalls:
-        results.append((what, f"{fmt_time(max(ours.stalls))} vs floor {fmt_time(max(floor.stalls))} "
-                              f"(medians {fmt_time(ours.median_stall)} vs {fmt_time(floor.median_stall)})",
-                        max(ours.stalls) <= max(floor.stalls) + 0.005))
-    else:
-        results.append((what, "not measured in this run", None))
     what = f"start-up load ≤ 1.1× the floor (N={n:,}; worst loads)"
     ours, floor = phase(TARGET, "load"), phase(FLOOR, "load")
     if ours and floor and ours.times and floor.times:

@@ -163,22 +163,38 @@ class _NotJSON(Exception):
 
 def _is_plain(value: Any) -> bool:
     """Whether ``json.dumps(value)`` already says exactly what ``value`` is (the common case):
-    then :func:`_to_json` need not build a tagged copy. Checks, allocates nothing (plain loops:
-    this runs for every value of every save). Lone surrogates are caught by the caller."""
+    then :func:`_to_json` need not build a tagged copy. Checks, allocates nothing (plain loops,
+    leaves checked inline: this runs for every value of every save). Lone surrogates are caught
+    by the caller."""
     kind = type(value)
     if kind is dict:
         for key, item in value.items():
-            if type(key) is not str or key.startswith("$") or not _is_plain(item):
+            if type(key) is not str or key[:1] == "$":
+                return False
+            kind = type(item)
+            if kind is float:
+                if item - item != 0.0:  # inf or nan
+                    return False
+            elif kind not in _LEAVES and not _is_plain(item):
                 return False
         return True
     if kind is list:
         for item in value:
-            if not _is_plain(item):
+            kind = type(item)
+            if kind is float:
+                if item - item != 0.0:
+                    return False
+            elif kind not in _LEAVES and not _is_plain(item):
                 return False
         return True
-    if kind is str or kind is int or kind is bool or value is None:
-        return True
-    return kind is float and math.isfinite(value)
+    return kind in _LEAVES or (kind is float and value - value == 0.0)
+
+
+_LEAVES = frozenset({str, int, bool, type(None)})
+# one encoder for every save (json.dumps with arguments builds a new one per call); a cycle is
+# caught as RecursionError by _is_plain and _to_json before it gets here
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False,
+                            allow_nan=False)
 
 
 def _utf8(text: str) -> bool:
@@ -258,11 +274,11 @@ def encode_json(value: Any, what: str) -> str:
     Raises :class:`DataNotStorableError` naming ``what`` and where the bad value sits. Use it to
     check that a value can be stored before writing it."""
     try:
-        plain = value if _is_plain(value) else _to_json(value)
-        text = json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
-        if not _utf8(text):  # a lone surrogate somewhere: tag it (plain JSON would rejoin a pair)
-            text = json.dumps(_to_json(value), ensure_ascii=False, separators=(",", ":"))
-        return text
+        if _is_plain(value):
+            text = _ENCODER.encode(value)
+            if _utf8(text):
+                return text  # else a lone surrogate somewhere: tag it (JSON would rejoin a pair)
+        return _ENCODER.encode(_to_json(value))
     except ValueError as exc:  # an int too long for str(), see sys.set_int_max_str_digits
         raise DataNotStorableError(f"Cannot store {what} as JSON: {exc}") from None
     except RecursionError:
@@ -347,7 +363,7 @@ def _new_future() -> asyncio.Future[None]:
     return asyncio.get_running_loop().create_future()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Write:
     """One queued write: ``table``/``key`` with a value to store, or :data:`DELETE`.
     ``params`` is the row as SQL parameters once encoded."""
@@ -402,9 +418,10 @@ class SaveRounds:
     async def _write_round(self, batch: list[Any]) -> None:
         """Write ``batch`` together with what earlier rounds could not write (older first; a newer
         write of the same row replaces an older one). If the round fails, all are kept again."""
-        fresh = {(write.table, write.key) for write in batch}
-        batch = [write for row, write in self._unsaved.items() if row not in fresh] + batch
-        self._unsaved = {}
+        if self._unsaved:
+            fresh = {(write.table, write.key) for write in batch}
+            batch = [write for row, write in self._unsaved.items() if row not in fresh] + batch
+            self._unsaved = {}
         if not batch:
             return
         try:
@@ -505,7 +522,10 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         # each row's version as this instance last read or wrote it: {table: {key: version}}
         self._versions: dict[str, dict[Any, int]] = {table: {} for table in KEY_COLUMN}
         self._init_save_rounds()
+        self._checked = False  # whether the file's schema was checked since the last flush()
         self._schema_version: int | None = None  # PRAGMA schema_version as this connection saw it
+        self._data_version: int | None = None  # PRAGMA data_version at this connection's last save
+        self._others_wrote = True  # whether another connection committed since then
         self._last_saved: dict[str, Any] = {}  # bot_data and callback_data as last written
         self._scrub_wal = False  # a dropped row may still be in the WAL file
         self._loaded: set[str] = set()  # tables PTB loaded since the last flush (its live data)
@@ -524,7 +544,9 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                     self._db = await self._open()
         return self._db
 
-    async def _open(self) -> aiosqlite.Connection:
+    async def _open(self, reads_only: bool = False) -> aiosqlite.Connection:
+        """Open the file; check (or create) its schema unless a connection of this instance has
+        already done so since the last ``flush()`` and this one only reads."""
         path = self.filepath
         try:
             # owner-only from the first byte: SQLite gives its -wal/-shm files the same mode
@@ -543,10 +565,13 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             raise self._file_error(exc) from exc
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            if reads_only and self._checked:
+                return db
             await self._check_schema(db)
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash never corrupts the file
             await db.execute("PRAGMA secure_delete = ON")  # deleted data is overwritten, not left
+            self._checked = True
         except BaseException as exc:
             await db.close()
             if isinstance(exc, sqlite3.DatabaseError):
@@ -605,15 +630,14 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
 
     @staticmethod
     async def _scalar(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with db.execute(sql, tuple(params)) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else row[0]
+        rows = list(await db.execute_fetchall(sql, tuple(params)))
+        return rows[0][0] if rows else None
 
     async def _read_at_start(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         """A read of ``Application.initialize()``, on a connection closed at once: when
         initialize() fails, PTB never calls flush(), and an open connection (a non-daemon thread)
         would keep the process from exiting."""
-        db = await self._open()
+        db = await self._open(reads_only=True)
         try:
             return list(await db.execute_fetchall(sql, tuple(params)))
         except sqlite3.DatabaseError as exc:
@@ -712,11 +736,11 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             except BaseException:
                 await self._roll_back(db)
                 raise
+            self._last_saved.update({w.table: w.params[1] for w in batch
+                                     if w.table in _SAVED_EVERY_ROUND and w.value is not DELETE})
+            self._committed(batch)
             if self._scrub_wal or any(w.value is DELETE and w.table in KEY_COLUMN for w in batch):
-                self._scrub_wal = not await self._empty_wal(db)
-        self._last_saved.update({w.table: w.params[1] for w in batch if w.table in _SAVED_EVERY_ROUND
-                                 and w.value is not DELETE})
-        self._committed(batch)
+                self._scrub_wal = not await self._empty_wal(db)  # (raises nothing)
         for write in batch:
             if not write.done.done():
                 write.done.set_result(None)
@@ -728,14 +752,28 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             if db.in_transaction:
                 await db.execute("ROLLBACK")
         except sqlite3.Error:
-            self._db, self._schema_version = None, None
+            await self._drop_connection(db)
+
+    async def _drop_connection(self, db: aiosqlite.Connection) -> None:
+        """Give up a connection that cannot be trusted any more: the next call opens the file."""
+        self._db, self._schema_version, self._data_version = None, None, None
+        try:
             await db.close()
+        except sqlite3.Error as exc:
+            warnings.warn(f"Closing {self.filepath} failed ({exc}); it is opened again.",
+                          RuntimeWarning, stacklevel=1)
 
     async def _schema_changed(self, db: aiosqlite.Connection) -> bool:
-        """Whether another program changed the schema since this connection saw it last (rebuilt
-        a table, say, maybe without its triggers: then a change may have kept its version). The
-        triggers are made again; this round must not trust versions."""
-        schema = await self._scalar(db, "PRAGMA schema_version")
+        """Inside a save's transaction, one query: whether another program changed the schema
+        since this connection saw it last (rebuilt a table, maybe without its triggers: then a
+        change may have kept its version; the triggers are made again and this round must not
+        trust versions), and whether it committed anything at all (``PRAGMA data_version``; when
+        not, only rows of unknown version need a look)."""
+        [(schema, data_version)] = await db.execute_fetchall(
+            "SELECT (SELECT schema_version FROM pragma_schema_version),"
+            " (SELECT data_version FROM pragma_data_version)")
+        self._others_wrote = data_version != self._data_version
+        self._data_version = data_version
         if schema == self._schema_version:
             return False
         first = self._schema_version is None
@@ -759,14 +797,17 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         """After a drop is committed: a forgotten user's old rows may still sit in the WAL file.
         Move it into the database (where secure_delete zeroed them) and empty it. A reader of
         another program can prevent that: do not wait for it. Returns whether it was emptied; if
-        not, the next save tries again (the committed round stays committed)."""
+        not, the next save tries again. The committed round stays committed whatever happens."""
         try:
             await db.execute("PRAGMA busy_timeout = 0")
-            return bool(await self._scalar(db, "PRAGMA wal_checkpoint(TRUNCATE)") == 0)
+            emptied = bool(await self._scalar(db, "PRAGMA wal_checkpoint(TRUNCATE)") == 0)
         except sqlite3.Error:
-            return False
-        finally:
+            emptied = False
+        try:
             await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        except sqlite3.Error:  # never keep a connection that would not wait for other programs
+            await self._drop_connection(db)
+        return emptied
 
     async def _other_writers(self, db: aiosqlite.Connection, batch: list[Write], every_row: bool) -> None:
         """Inside the save's transaction: warn about each row being written that another program
@@ -798,8 +839,10 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         ``None`` for a deleted row, or when not ``with_data``)."""
         result = []
         for table in KEY_COLUMN:
-            mine = {str(w.key): self._known_version(table, w.key)
-                    for w in batch if w.table == table and w.value is not DELETE}
+            mine = {str(w.key): version for w in batch if w.table == table and w.value is not DELETE
+                    # when no other connection committed, only a row of unknown version can differ
+                    and ((version := self._known_version(table, w.key)) is None
+                         or self._others_wrote or every_row)}
             if not mine:
                 continue
             column = KEY_COLUMN[table]
@@ -1043,8 +1086,8 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             db, self._db = self._db, None
             await db.close()
         self._opening, self._busy = asyncio.Lock(), asyncio.Lock()  # usable from another loop too
-        self._loaded = set()
-        self._schema_version = None
+        self._loaded, self._checked = set(), False
+        self._schema_version = self._data_version = None
         if self._unsaved:
             names = [write.what for write in self._unsaved.values()]
             more = f" and {len(names) - 10} more" if len(names) > 10 else ""

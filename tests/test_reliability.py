@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 from admin_writer import noted_users
 from crash_writer import inspect, run_until_killed
+from helpers import stage_environment
 from telegram.ext import Application, ContextTypes, MessageHandler, PersistenceInput, filters
 
 from bots.offline import ALICE, Chat, OfflineBotAPI, User, application_builder, message_update
@@ -273,7 +274,7 @@ async def test_the_bot_and_an_admin_process_write_the_same_users_at_once_and_los
     try:
         admin = await asyncio.create_subprocess_exec(
             sys.executable, str(HERE / "admin_writer.py"), str(path), "--rounds", str(ADMIN_ROUNDS),
-            "--users", ",".join(str(user.id) for user in users),
+            "--users", ",".join(str(user.id) for user in users), env=stage_environment(),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         admin_done = asyncio.create_task(admin.communicate())
         batches = 0
