@@ -402,12 +402,13 @@ class SaveRounds:
         """``Could not save N rows to WHERE: WHY`` for the last failed round."""
         raise NotImplementedError
 
-    async def _submit(self, write: Any) -> None:
-        """Queue ``write`` and wait until it is committed (or has failed)."""
+    def _submit(self, write: Any) -> asyncio.Future[None]:
+        """Queue ``write``; await the returned future to wait until it is committed (or has
+        failed). (Not a coroutine: a save round of 500 writes makes 1,000 fewer objects.)"""
         self._queue.append(write)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_queue())
-        await write.done
+        return write.done  # type: ignore[no-any-return]
 
     async def _write_queue(self) -> None:
         await asyncio.sleep(0)  # let the other writes of this round join the queue
@@ -672,16 +673,16 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             ) from exc
 
     # ---- writing: every write of a save round goes into one transaction ----------------------------
-    async def _write(self, table: str, key: Any, value: Any, what: str | None = None) -> None:
-        """Queue one row's write (``DELETE``: its deletion) and wait until it is committed (or
-        has failed); ``what`` names it in errors.
+    def _write(self, table: str, key: Any, value: Any, what: str | None = None) -> asyncio.Future[None]:
+        """Queue one row's write (``DELETE``: its deletion); await the result to wait until it is
+        committed (or has failed). ``what`` names it in errors.
 
         PTB starts all writes of a save round at once; :class:`SaveRounds` commits them together."""
         what = what or describe_row(table, key)
         if table in KEY_COLUMN and (type(key) is not int or not -(2**63) <= key < 2**63):
             raise DataNotStorableError(f"Cannot store {what}: the id {key!r} is not an int in "
                                        "SQLite's 64-bit range.")
-        await self._submit(Write(table, key, value, what))
+        return self._submit(Write(table, key, value, what))
 
     def _save_failure(self, rows: int) -> str:
         return f"Could not save {rows} rows to {self.filepath}: {self._problem()}"
