@@ -5,6 +5,7 @@ time budget; the parent collects the measurements (one JSON line per event on th
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
 import queue
@@ -46,8 +47,26 @@ def emit(**event: Any) -> None:
     print(json.dumps(event), flush=True)
 
 
+class FullCollections:
+    """Seconds the process spent in full (generation 2) garbage collections: such a collection
+    walks every object of the process and lands in whatever code happens to allocate."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                self._began = time.perf_counter()
+            else:
+                self.seconds += time.perf_counter() - self._began
+
+
 async def run_child(key: str, n: int, phases: list[str], repeats: int, budget: float,
                     workdir: Path) -> None:
+    full_gc = FullCollections()
     contender = make_contender(key, workdir)
     began = time.perf_counter()
     await contender.seed(make_chats(n))
@@ -86,12 +105,12 @@ async def run_child(key: str, n: int, phases: list[str], repeats: int, budget: f
             for done in range(1, EXTRA_RUNS * repeats + 1):
                 if live is not None:
                     await contender.stop()
-                began = time.perf_counter()
+                gc_before, began = full_gc.seconds, time.perf_counter()
                 live = await contender.start()
                 took = time.perf_counter() - began
                 if len(live) != n:
                     raise RuntimeError(f"{key}: loaded {len(live)} chats, expected {n}")
-                emit(event="measure", phase=phase, s=took)
+                emit(event="measure", phase=phase, s=took, gc_s=full_gc.seconds - gc_before)
                 if not keep_going(phase_began, took, done):
                     break
         elif phase.startswith("round:"):
@@ -107,12 +126,13 @@ async def run_child(key: str, n: int, phases: list[str], repeats: int, budget: f
                 dirty = dirty_round(dirty_ids)
                 bot_copy = copy.deepcopy(bot_data)
                 async with StallMeter() as meter:
-                    began = time.perf_counter()
+                    gc_before, began = full_gc.seconds, time.perf_counter()
                     await contender.save(dirty, bot_copy)
                     took = time.perf_counter() - began
                 rounds_done += 1
                 last_dirty = dirty_ids
-                emit(event="measure", phase=phase, s=took, stall_s=meter.worst)
+                emit(event="measure", phase=phase, s=took, stall_s=meter.worst,
+                     gc_s=full_gc.seconds - gc_before)
                 if not keep_going(phase_began, took, done):
                     break
         elif phase == "memory":  # what a fresh instance keeps after loading, data included
@@ -159,6 +179,7 @@ class Phase:
 
     times: list[float] = field(default_factory=list)
     stalls: list[float] = field(default_factory=list)
+    gcs: list[float] = field(default_factory=list)  # seconds of full garbage collection in each
     over: bool = False  # killed: its first measurement did not finish within the budget
     skipped: bool = False  # not run: a smaller case of the same contender was already over budget
     cut: bool = False  # killed after some measurements; the ones taken are kept
@@ -173,11 +194,18 @@ class Phase:
         return max(self.times) if self.times else None
 
     @property
+    def gc_in_worst(self) -> float:
+        """Seconds of full garbage collection inside the slowest measurement."""
+        if not self.times or len(self.gcs) != len(self.times):
+            return 0.0
+        return self.gcs[self.times.index(max(self.times))]
+
+    @property
     def median_stall(self) -> float | None:
         return statistics.median(self.stalls) if self.stalls else None
 
     def to_json(self) -> dict:
-        return {"times": self.times, "stalls": self.stalls, "over": self.over,
+        return {"times": self.times, "stalls": self.stalls, "gcs": self.gcs, "over": self.over,
                 "skipped": self.skipped, "cut": self.cut, "memory": self.memory}
 
 
@@ -250,6 +278,8 @@ def run_case_child(case: Case, phases: list[str], repeats: int, budget: float, w
             phase.times.append(event["s"])
             if "stall_s" in event:
                 phase.stalls.append(event["stall_s"])
+            if "gc_s" in event:
+                phase.gcs.append(event["gc_s"])
             if "kept" in event:
                 phase.memory = (event["kept"], event["data"])
                 log(f"{tag}   memory after load: {event['kept'] / 1e6:.1f} MB, the data alone "

@@ -15,6 +15,7 @@ key, the bot's value wins; nothing either side wrote is otherwise lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import sqlite3
@@ -29,6 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from telegram.ext import MessageHandler, PersistenceInput, filters
 
 from bots.offline import OfflineBotAPI, User, application_builder, message_update
+from persistence import sqlite as sqlite_module
 from persistence.shared import DELETE, SharedSQLitePersistence, merge, put
 from persistence.sqlite import DatabaseFileError, DataNotStorableError, decode_json, encode_json
 
@@ -67,6 +69,38 @@ def test_every_supported_value_round_trips_exactly(value):
     text = encode_json(value, "the value")
     text.encode()  # what SQLite stores: valid UTF-8
     assert exact(decode_json(text, "the value"), value)
+
+
+@contextlib.contextmanager
+def every_value_big():
+    """Values of any size take the path of large ones: json's pure-Python encoder and scanner."""
+    saved = sqlite_module._BIG_ITEMS, sqlite_module._BIG_TEXT
+    sqlite_module._BIG_ITEMS = sqlite_module._BIG_TEXT = 0
+    try:
+        yield
+    finally:
+        sqlite_module._BIG_ITEMS, sqlite_module._BIG_TEXT = saved
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALUES)
+def test_large_values_take_the_python_walk_and_store_the_very_same_text(value):
+    text = encode_json(value, "the value")
+    with every_value_big():
+        assert encode_json(value, "the value") == text
+        assert exact(decode_json(text, "the value"), value)
+        assert exact(decode_json(text.encode(), "the value"), value)
+
+
+def test_a_value_above_the_thresholds_round_trips_and_a_late_lone_surrogate_is_tagged():
+    value = {"rows": [{"n": n, "text": f"note {n} \u00e9 " + "x" * 60} for n in range(30_000)]}
+    assert sqlite_module._plain_size(value) > sqlite_module._BIG_ITEMS
+    text = encode_json(value, "the value")
+    assert len(text) > sqlite_module._BIG_TEXT and exact(decode_json(text, "the value"), value)
+    for row in (15_000, -1):  # in a middle one, and in the last, of many 4,096-chunk pieces
+        value["rows"][row]["text"] = "half a pair: \ud83d"
+        text = encode_json(value, "the value")
+        assert '"$chars"' in text and exact(decode_json(text, "the value"), value)
 
 
 @settings(max_examples=300, deadline=None)
