@@ -348,15 +348,13 @@ class SharedSQLitePersistence(SQLitePersistence):
     async def _other_writers(self, db: aiosqlite.Connection, batch: list[Write], every_row: bool) -> None:
         """Inside the save's transaction: keep what refreshes merged into live data, and merge
         another program's changes to the rows being written into them."""
-        self._handed, again = {}, []
+        self._handed = {}
         for write in batch:  # one instant, no await: what refreshes merged in so far
             if write.table in MERGED and write.value is not DELETE:
                 value, self._handed[write] = self._book.hand_over(write.table, write.key, write.value)
                 if value is not write.value:
                     write.value = value
-                    again.append(write)
-        if again:
-            await asyncio.to_thread(self._encode_again, again)
+                    write.params = (write.key, self.encode(value, write.what), write.params[2])
         bases = {write: self._book.base(write.table, write.key) for write in batch}
         for table, changed in await self._changed_rows(db, batch, True, every_row):
             writes = {w.key: w for w in batch if w.table == table and w.value is not DELETE}
@@ -373,14 +371,8 @@ class SharedSQLitePersistence(SQLitePersistence):
                     continue
                 if taken:
                     self._book.took_into_save(table, key, write.value, taken)
-                    await asyncio.to_thread(self._encode_again, [write])
-
-    def _encode_again(self, writes: list[Write]) -> None:
-        """In a worker thread: the rows of writes whose value a merge changed, and their bases."""
-        for write in writes:
-            stored = self.encode(write.value, write.what)
-            write.params = (write.key, stored, write.params[2])
-            self._packed[write] = (stored, self._pack(write.table, stored) or b"")
+                    stored = await asyncio.to_thread(self.encode, write.value, write.what)
+                    write.params = (key, stored, write.params[2])
 
     def _merge_into_save(self, write: Write, data: Any, base: Row | None) -> dict[Any, Any]:
         """In a worker thread: the keys to take from another program's row (``data``)."""
