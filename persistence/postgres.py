@@ -111,6 +111,7 @@ from persistence.sqlite import (
     SaveFailedError,
     SaveRounds,
     SQLitePersistence,
+    check_lazy,
     decode_json,
     describe_row,
     encode_json,
@@ -491,7 +492,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         """Queue one row's write (``_DELETE``: its deletion) for the current save round."""
         row = (table, key)
         if self.lazy and table in ("user_data", "chat_data") and value is not _DELETE:
-            SQLitePersistence._check_lazy({}, value, describe_row(table, key))  # merged: a dict
+            check_lazy({}, value, describe_row(table, key))  # merged: a dict
         if row in self._pending and value is not _DELETE:  # lazy, an id never loaded: PTB's data
             value = dict(value)  # lacks the stored keys earlier saves merged in - as live would
             for change in self._pending[row]:

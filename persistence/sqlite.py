@@ -140,6 +140,15 @@ class SaveFailedError(RuntimeError):
     again at the next save and at ``flush()``; from ``flush()``, the message names what is unsaved."""
 
 
+def check_lazy(stored: Any, value: Any, what: str) -> None:
+    """``lazy=True`` merges a user's or chat's data with its stored row key by key: both must be
+    dicts. Raises :class:`DataNotStorableError` naming ``what`` if not."""
+    if not (isinstance(stored, dict) and isinstance(value, dict)):
+        raise DataNotStorableError(
+            f"lazy=True merges {what} key by key, so it must be a dict, not "
+            f"{type(value).__name__} (stored: {type(stored).__name__}). Use lazy=False.")
+
+
 def _explain(exc: BaseException | None, busy_timeout: float) -> str | None:
     """What is wrong, in words, when SQLite could not read or write for a reason outside the file's
     contents; ``None`` when it is not such a reason (then the file itself may be damaged)."""
@@ -962,20 +971,13 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             return
         what = describe_row(table, key)
         stored = await asyncio.to_thread(self.decode, rows[0][0], what) if rows else {}
-        self._check_lazy(stored, live, what)
+        check_lazy(stored, live, what)
         for name, value in {**stored, **self._kept.pop((table, key), {})}.items():
             if name not in live:
                 live[name] = value
         self._in_live[table].add(key)
         if rows:
             self._versions[table].setdefault(key, rows[0][1])
-
-    @staticmethod
-    def _check_lazy(stored: Any, value: Any, what: str) -> None:
-        if not (isinstance(stored, dict) and isinstance(value, dict)):
-            raise DataNotStorableError(
-                f"lazy=True merges {what} key by key, so it must be a dict, not "
-                f"{type(value).__name__} (stored: {type(stored).__name__}). Use lazy=False.")
 
     async def _keep_stored_keys(self, db: aiosqlite.Connection, batch: list[Write]) -> None:
         """lazy, inside a save's transaction: data of an id PTB has not loaded gets the stored
@@ -998,7 +1000,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                 if not kept:
                     continue
                 try:
-                    self._check_lazy(kept, write.value, write.what)
+                    check_lazy(kept, write.value, write.what)
                 except DataNotStorableError as exc:
                     if not write.done.done():
                         write.done.set_exception(exc)
