@@ -58,7 +58,10 @@ Behaviour worth knowing
 * Deleting is for real (``PRAGMA secure_delete``, and the WAL file is emptied after a drop): once
   ``drop_user_data``/``drop_chat_data`` are saved, the data is in no byte of the files - at once,
   or, while another program holds a read open on the file, at the first save after it lets go.
-  Only what SQLite cannot control remains: backups, copies, and blocks the file system or SSD keeps.
+  This holds for what this class wrote. A program that rewrites a row with ``secure_delete`` off
+  (SQLite's default) leaves that row's old bytes in free space until a ``VACUUM``: give such
+  programs ``PRAGMA secure_delete = ON``. Beyond SQLite's reach: backups, copies, and blocks the
+  file system or SSD keeps.
 """
 
 from __future__ import annotations
