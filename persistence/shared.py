@@ -308,18 +308,22 @@ class SharedSQLitePersistence(SQLitePersistence):
         if (row is not None and row[1] is None) or (row is None and before is None):
             return  # unchanged, or nothing stored and nothing known
         what = describe_row(table, key)
-        theirs, base, changes = await asyncio.to_thread(self._decode_and_compare, row, before, what)
+        theirs, base, changes, packed = await asyncio.to_thread(
+            self._decode_and_compare, table, row, before, what)
         if self._book.base(table, key) is not before:
             return  # a save wrote this row meanwhile: what was read is not news
-        seen = None if row is None else (row[0], self._pack(table, row[1]))
+        seen = None if row is None else (row[0], packed)
         self._book.merge_into_live(table, key, live, theirs, base, seen, changes)
 
-    def _decode_and_compare(self, row: Any, base: Row | None, what: str) -> tuple[Any, Any, Any]:
-        """In a worker thread: both rows decoded, and the keys the other program changed."""
+    def _decode_and_compare(self, table: str, row: Any, base: Row | None,
+                            what: str) -> tuple[Any, Any, Any, bytes | None]:
+        """In a worker thread: both rows decoded, the keys the other program changed, and the
+        row packed as the next base."""
         theirs, decoded_base = self._decode_both(row, base, what)
+        packed = None if row is None else self._pack(table, row[1])
         if isinstance(theirs, dict) and isinstance(decoded_base, dict):
-            return theirs, decoded_base, their_changes(theirs, decoded_base)
-        return theirs, decoded_base, None
+            return theirs, decoded_base, their_changes(theirs, decoded_base), packed
+        return theirs, decoded_base, None, packed
 
     def _decode_both(self, row: Any, base: Row | None, what: str) -> tuple[Any, Any]:
         """The stored row (``{}`` if gone) and the base (``{}`` if none), decoded."""
@@ -349,12 +353,13 @@ class SharedSQLitePersistence(SQLitePersistence):
         """Inside the save's transaction: keep what refreshes merged into live data, and merge
         another program's changes to the rows being written into them."""
         self._handed = {}
+        stale = []  # writes whose value changed since it was encoded: encoded again at the end
         for write in batch:  # one instant, no await: what refreshes merged in so far
             if write.table in MERGED and write.value is not DELETE:
                 value, self._handed[write] = self._book.hand_over(write.table, write.key, write.value)
                 if value is not write.value:
                     write.value = value
-                    write.params = (write.key, self.encode(value, write.what), write.params[2])
+                    stale.append(write)
         bases = {write: self._book.base(write.table, write.key) for write in batch}
         for table, changed in await self._changed_rows(db, batch, True, every_row):
             writes = {w.key: w for w in batch if w.table == table and w.value is not DELETE}
@@ -371,8 +376,16 @@ class SharedSQLitePersistence(SQLitePersistence):
                     continue
                 if taken:
                     self._book.took_into_save(table, key, write.value, taken)
-                    stored = await asyncio.to_thread(self.encode, write.value, write.what)
-                    write.params = (key, stored, write.params[2])
+                    stale.append(write)
+        for write in dict.fromkeys(stale):  # (once each, in order)
+            if write in batch:  # (a write whose merge failed has left it)
+                await asyncio.to_thread(self._encode_again, write)
+
+    def _encode_again(self, write: Write) -> None:
+        """In a worker thread (a row may be large): ``write``'s new value encoded, and packed."""
+        stored = self.encode(write.value, write.what)
+        self._packed[write] = (stored, self._pack(write.table, stored) or b"")
+        write.params = (write.key, stored, write.params[2])
 
     def _merge_into_save(self, write: Write, data: Any, base: Row | None) -> dict[Any, Any]:
         """In a worker thread: the keys to take from another program's row (``data``)."""

@@ -5,7 +5,10 @@
   as configured, and the dropped data must leave every byte of the files at the first save after
   the reader lets go;
 * a save and a refresh of ``SharedSQLitePersistence`` that merge another program's change to a
-  very large row must decode and encode it outside the event loop's thread.
+  very large row must decode and encode it outside the event loop's thread - also when a refresh
+  lands while a save is under way - and the event loop keeps running other tasks meanwhile.
+  Pickle mode: a Probe value in the row records the threads that pickle and unpickle it; JSON
+  mode: the persistence's public ``encode``/``decode``, watched by a subclass, and a ticker task.
 """
 
 from __future__ import annotations
@@ -122,14 +125,20 @@ async def test_a_drop_saved_while_another_program_reads_is_scrubbed_once_it_lets
 # ---- the merge of a very large row runs outside the event loop's thread ------------------------------
 CHAT = ALICE.id  # the private chat of the OfflineChat's user
 EVENTS: list[tuple[str, int]] = []  # (what happened to a Probe, the id of the thread it happened in)
+PAUSED_ENCODES: list[tuple[threading.Event, threading.Event]] = []  # (reached, go) for the next encode
 
 
 class Probe:
     """A value that notes the thread in which it is pickled (``encode``) and unpickled
-    (``decode``): inside a row, it shows which thread encoded and decoded the row."""
+    (``decode``): inside a row, it shows which thread encoded and decoded the row. An encode can
+    be held: it sets ``reached`` and waits for ``go`` (see :data:`PAUSED_ENCODES`)."""
 
     def __getstate__(self) -> dict[str, str]:
         EVENTS.append(("encode", threading.get_ident()))
+        if PAUSED_ENCODES:
+            reached, go = PAUSED_ENCODES.pop()
+            reached.set()
+            go.wait(timeout=60)
         return {"label": "probe"}
 
     def __setstate__(self, state: dict[str, str]) -> None:
@@ -157,42 +166,153 @@ def other_program_writes(db: Path, value: Any) -> None:
         conn.execute("UPDATE chat_data SET data = ? WHERE chat_id = ?", (pickle.dumps(value), CHAT))
 
 
-def threads(kind: str) -> list[int]:
-    """The threads in which a Probe was encoded or decoded (``kind``) since EVENTS was cleared."""
-    return [thread for what, thread in EVENTS if what == kind]
+def on_the_event_loop() -> list[str]:
+    """What happened to a Probe in this thread - the test's, the event loop's - since EVENTS was
+    cleared (call it from the test)."""
+    return [what for what, thread in EVENTS if thread == threading.get_ident()]
+
+
+def pickle_bot(db: Path) -> OfflineChat:
+    """The bot over a SharedSQLitePersistence in pickle mode (a Probe can be stored)."""
+    return OfflineChat(build_application, lambda: SharedSQLitePersistence(db, serializer="pickle"))
+
+
+async def save_chat(chat: OfflineChat, **changes: Any) -> None:
+    """The chat's data gets ``changes`` (without a refresh: a job, say) and the bot saves."""
+    assert chat.app is not None
+    chat.app.chat_data[CHAT].update(changes)
+    chat.app.mark_data_for_update_persistence(chat_ids=CHAT)
+    await chat.save()
+
+
+async def stored_chat(p: SQLitePersistence) -> dict[str, Any]:
+    """The chat's data as ``p``, a fresh instance, loads it from the file."""
+    try:
+        return (await p.get_chat_data())[CHAT]
+    finally:
+        await p.flush()
 
 
 async def test_the_merge_of_a_large_pickled_row_decodes_and_encodes_outside_the_event_loop(db):
     big = "x" * 30_000_000  # a 30 MB row: the case of the review (a stall of seconds at 100 MB)
-    loop_thread = threading.get_ident()
-    make = lambda: SharedSQLitePersistence(db, serializer="pickle")  # noqa: E731
-    async with OfflineChat(build_application, make) as chat:
-        app = chat.app
-        app.chat_data[CHAT].update(probe=Probe(), big=big, n=0)
-        app.mark_data_for_update_persistence(chat_ids=CHAT)
-        await chat.save()
+    async with pickle_bot(db) as chat:
+        await save_chat(chat, probe=Probe(), big=big, n=0)
         theirs = {"probe": Probe(), "big": big, "n": 0, "admin1": "from the panel"}
         await asyncio.to_thread(other_program_writes, db, theirs)
 
-        # a save merges the other program's key into the row it writes
-        EVENTS.clear()
-        app.chat_data[CHAT]["n"] = 1  # changed without a refresh (a job, say)
-        app.mark_data_for_update_persistence(chat_ids=CHAT)
-        await chat.save()
-        assert threads("decode"), "the save did not read the other program's row: no merge happened"
-        assert loop_thread not in threads("decode") + threads("encode")
+        EVENTS.clear()  # a save merges the other program's key into the row it writes
+        await save_chat(chat, n=1)
+        assert "decode" in [what for what, _ in EVENTS], "the save merged nothing"
+        assert on_the_event_loop() == []
 
-        # a refresh takes the other program's next change into the live data
         theirs.update(n=1, admin2="from the panel again")
         await asyncio.to_thread(other_program_writes, db, theirs)
-        EVENTS.clear()
+        EVENTS.clear()  # a refresh takes the other program's next change into the live data
         await chat.send("hello")
-        assert threads("decode"), "the refresh did not read the other program's row"
-        assert loop_thread not in threads("decode") + threads("encode")
-        live = app.chat_data[CHAT]
+        assert "decode" in [what for what, _ in EVENTS], "the refresh merged nothing"
+        assert on_the_event_loop() == []
+        live = chat.app.chat_data[CHAT]
         assert (live["n"], live["admin1"], live["admin2"]) == (1, "from the panel", "from the panel again")
         assert live["big"] == big
-    p = make()
-    stored = (await p.get_chat_data())[CHAT]
-    await p.flush()
+    stored = await stored_chat(SharedSQLitePersistence(db, serializer="pickle"))
     assert (stored["n"], stored["admin1"], stored["admin2"]) == (1, "from the panel", "from the panel again")
+
+
+async def test_a_refresh_landing_while_a_save_is_encoding_does_not_make_it_encode_on_the_event_loop(db):
+    """PTB copies the data for a save before a refresh takes another program's key into the live
+    data; the save then writes that key too (it must not undo the other program's change), so it
+    encodes the row once more: outside the event loop's thread too."""
+    big = "x" * 30_000_000
+    async with pickle_bot(db) as chat:
+        await save_chat(chat, probe=Probe(), big=big, n=0)
+        await asyncio.to_thread(other_program_writes, db, {"probe": Probe(), "big": big, "n": 0,
+                                                            "admin": "from the panel"})
+        EVENTS.clear()
+        reached, go = threading.Event(), threading.Event()
+        PAUSED_ENCODES.append((reached, go))
+        save = asyncio.create_task(save_chat(chat, n=1))  # PTB copies the data, the save encodes it...
+        try:
+            assert await asyncio.to_thread(reached.wait, 60)  # ... and is held in that encode
+            await chat.send("hello")  # meanwhile a refresh takes the other program's key
+            assert chat.app.chat_data[CHAT]["admin"] == "from the panel"
+        finally:
+            go.set()
+            PAUSED_ENCODES.clear()
+        await save
+        assert on_the_event_loop() == []
+        with closing(sqlite3.connect(db)) as conn:  # what that save wrote: with the taken key
+            [(data,)] = conn.execute("SELECT data FROM chat_data WHERE chat_id = ?", (CHAT,))
+        saved = pickle.loads(data)
+        assert (saved["n"], saved["admin"]) == (1, "from the panel")
+
+
+class Watched(SharedSQLitePersistence):
+    """Notes every encode and decode of a large row (its public codec methods): the thread it ran
+    in, and how many times the event loop ticked meanwhile (``ticks`` is counted by a task)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.ticks = 0
+        self.calls: list[tuple[str, int, int]] = []  # (encode or decode, thread id, ticks meanwhile)
+
+    def encode(self, value: Any, what: str) -> str | bytes:
+        start = self.ticks
+        stored = super().encode(value, what)
+        if len(stored) > 10_000_000:
+            self.calls.append(("encode", threading.get_ident(), self.ticks - start))
+        return stored
+
+    def decode(self, stored: str | bytes, what: str) -> Any:
+        start = self.ticks
+        value = super().decode(stored, what)
+        if len(stored) > 10_000_000:
+            self.calls.append(("decode", threading.get_ident(), self.ticks - start))
+        return value
+
+
+def other_program_sets(db: Path, name: str, value: str) -> None:
+    """Another program sets one top-level key of the chat's JSON row, in SQL (run in a thread)."""
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE chat_data SET data = json_set(data, ?, ?) WHERE chat_id = ?",
+                     (f"$.{name}", value, CHAT))
+
+
+def ran_off_the_loop_while_it_ticked(calls: list[tuple[str, int, int]]) -> None:
+    """Checks the codec calls of one merge: it decoded, in threads other than this one (the
+    event loop's), and the event loop ran other tasks meanwhile."""
+    assert "decode" in [kind for kind, _, _ in calls], "nothing was merged"
+    assert [kind for kind, thread, _ in calls if thread == threading.get_ident()] == [], calls
+    assert sum(ticks for _, _, ticks in calls) > 0, calls
+
+
+@pytest.mark.slow
+async def test_the_event_loop_keeps_running_while_a_100_mb_json_row_is_merged(db):
+    notes = [{"text": "x" * 1000, "n": n} for n in range(100_000)]  # ~100 MB of JSON
+    p = Watched(db)
+
+    async def ticker() -> None:  # another task of the bot: a job, another chat's update
+        while True:
+            p.ticks += 1
+            await asyncio.sleep(0.001)
+
+    async with OfflineChat(build_application, lambda: p) as chat:
+        ticking = asyncio.create_task(ticker())
+        try:
+            await save_chat(chat, notes=notes, by_id={1: "one"}, n=0)  # int keys: a tagged row
+            await asyncio.to_thread(other_program_sets, db, "admin1", "from the panel")
+            p.calls = []
+            await save_chat(chat, n=1)  # merges the other program's key into the row it writes
+            ran_off_the_loop_while_it_ticked(p.calls)
+
+            await asyncio.to_thread(other_program_sets, db, "admin2", "from the panel again")
+            p.calls = []
+            await chat.send("hello")  # a refresh takes the other program's next change
+            ran_off_the_loop_while_it_ticked(p.calls)
+            live = chat.app.chat_data[CHAT]
+            assert (live["n"], live["admin1"], live["admin2"]) == (1, "from the panel",
+                                                                  "from the panel again")
+        finally:
+            ticking.cancel()
+    stored = await stored_chat(SharedSQLitePersistence(db))
+    assert (stored["n"], stored["admin1"], stored["admin2"]) == (1, "from the panel", "from the panel again")
+    assert stored["notes"] == notes and stored["by_id"] == {1: "one"}
