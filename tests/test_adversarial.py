@@ -254,3 +254,33 @@ async def test_unchanged_bot_and_callback_data_are_not_written_again(db):
     await p.update_bot_data({"a": 2})
     assert commits == ["COMMIT"]
     await p.flush()
+
+
+# ---- drops: when "no byte is left" holds ------------------------------------------------------------
+@pytest.mark.parametrize("their_secure_delete", ["OFF", "ON"])
+async def test_a_drop_erases_what_another_program_wrote_only_if_it_wrote_with_secure_delete(
+        db, their_secure_delete):
+    """The documented limit of the drop's promise: the bot zeroes what it deletes, but an older
+    version of the row that another program replaced with secure_delete off stays in free pages."""
+    marker = "WALRUS-5d2e-admin-wrote-this"
+    app = await bot_over(SQLitePersistence(db))
+    try:
+        for chat_id in (2, 3, 4):  # other chats share the page (an empty page is zeroed whole)
+            app.chat_data[chat_id]["note"] = f"chat {chat_id}"
+            app.mark_data_for_update_persistence(chat_ids=chat_id)
+        await save_chat(app, note="the bot's own")
+        with sqlite3.connect(db) as other:  # another program edits the row twice, its own way
+            other.execute(f"PRAGMA secure_delete = {their_secure_delete}")
+            other.execute("UPDATE chat_data SET data = json_set(data, '$.admin', ?) WHERE chat_id = 1",
+                          (marker * 400,))  # (over a page: its old version goes to free pages)
+            other.commit()
+            other.execute("UPDATE chat_data SET data = json_set(data, '$.admin', 'shorter')"
+                          " WHERE chat_id = 1")
+            other.commit()
+        app.drop_chat_data(1)
+        await app.update_persistence()
+    finally:
+        await app.shutdown()
+    assert sorted(await load_chats(db)) == [2, 3, 4]
+    left = [path.name for path in db.parent.iterdir() if marker.encode() in path.read_bytes()]
+    assert (left != []) == (their_secure_delete == "OFF")
