@@ -293,6 +293,9 @@ def _from_json_object(obj: dict[str, Any]) -> Any:
                      "(tags are one key: $tuple, $map, $float or $chars)")
 
 
+_PLAIN, _TAGGED = json.JSONDecoder(), json.JSONDecoder(object_hook=_from_json_object)
+
+
 def _where_not_json(value: Any, path: str = "") -> tuple[str, Any] | None:
     """The first place in ``value`` that :func:`_to_json` refuses, as ``(path, bad value)``."""
     kind = type(value)
@@ -345,14 +348,19 @@ def decode_json(text: str | bytes, what: str) -> Any:
     """The value :func:`encode_json` made ``text`` from. Raises :class:`DatabaseFileError`
     naming ``what`` (say which file it is in) if ``text`` is not such JSON."""
     try:
-        hook = _from_json_object if ((b'"$' in text) if isinstance(text, bytes) else ('"$' in text)) \
-            else None  # only tags need the hook
-        if len(text) < _BIG_TEXT:
-            return json.loads(text, object_hook=hook)
-        decoder = json.JSONDecoder(object_hook=hook)
-        # json's pure-Python scanner (in the stdlib since 2.6, not in typeshed): see _BIG_TEXT
-        decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
-        return decoder.decode(text.decode() if isinstance(text, bytes) else text)
+        if isinstance(text, bytes):
+            text = text.decode()
+        decoder = _TAGGED if "$" in text and '"$' in text else _PLAIN  # (one memchr, mostly)
+        if len(text) >= _BIG_TEXT:
+            decoder = json.JSONDecoder(object_hook=decoder.object_hook)
+            # json's pure-Python scanner (in the stdlib since 2.6, not in typeshed): see _BIG_TEXT
+            decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
+        # raw_decode: json.loads's two whitespace regexes cost more than a small row's decoding
+        text = text.lstrip() if text[:1].isspace() else text
+        value, end = decoder.raw_decode(text)
+        if end < len(text) and not text[end:].isspace():
+            raise ValueError(f"more after the JSON value, at character {end}")
+        return value
     except (ValueError, TypeError, RecursionError) as exc:
         raise DatabaseFileError(f"{what} cannot be read back ({type(exc).__name__}: {exc}). "
                                 "Fix or delete that row (sqlite3), or restore a backup.") from None
@@ -598,9 +606,8 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                     self._db = await self._open()
         return self._db
 
-    async def _open(self, reads_only: bool = False) -> aiosqlite.Connection:
-        """Open the file; check (or create) its schema unless a connection of this instance has
-        already done so since the last ``flush()`` and this one only reads."""
+    async def _open(self) -> aiosqlite.Connection:
+        """Open the file, and check (or create) its schema."""
         path = self.filepath
         try:
             # owner-only from the first byte: SQLite gives its -wal/-shm files the same mode
@@ -619,8 +626,6 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             raise self._file_error(exc) from exc
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            if reads_only and self._checked:
-                return db
             await self._check_schema(db)
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash never corrupts the file
@@ -688,16 +693,24 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         return rows[0][0] if rows else None
 
     async def _read_at_start(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        """A read of ``Application.initialize()``, on a connection closed at once: when
-        initialize() fails, PTB never calls flush(), and an open connection (a non-daemon thread)
-        would keep the process from exiting."""
-        db = await self._open(reads_only=True)
+        """A read of ``Application.initialize()``: in a worker thread, on a connection of its own
+        closed at once (when initialize() fails, PTB never calls flush(), and a connection left
+        open - a non-daemon thread - would keep the process from exiting). The first read of an
+        instance checks (or creates) the file's schema first."""
+        if not self._checked:
+            await (await self._open()).close()
         try:
-            return list(await db.execute_fetchall(sql, tuple(params)))
+            return await asyncio.to_thread(self._read_now, sql, tuple(params))
         except sqlite3.DatabaseError as exc:
             raise self._file_error(exc) from exc
+
+    def _read_now(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        db = sqlite3.connect(f"{self.filepath.resolve().as_uri()}?mode=rw", uri=True)
+        try:  # (mode=rw: a file deleted since the check is an error, not created anew)
+            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            return db.execute(sql, params).fetchall()
         finally:
-            await db.close()
+            db.close()
 
     # ---- encoding -----------------------------------------------------------------------------------
     def encode(self, value: Any, what: str) -> str | bytes:
@@ -936,12 +949,14 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         self._loaded.add(table)
         if first:
             self._forget_table(table)  # knowledge from before a flush() may be stale
-        loaded = {}
-        for key, data, version in rows:
-            loaded[key] = self.decode(data, describe_row(table, key))
-            if first:  # a later call (a /stats command...) says nothing about the live data
+        loaded = await asyncio.to_thread(self._decode_rows, table, rows)
+        if first:  # a later call (a /stats command...) says nothing about the live data
+            for key, data, version in rows:
                 self._remember(table, key, version, data)
         return loaded
+
+    def _decode_rows(self, table: str, rows: list[Any]) -> dict[int, Any]:
+        return {key: self.decode(data, describe_row(table, key)) for key, data, _ in rows}
 
     def _forget_table(self, table: str) -> None:
         self._versions[table].clear()

@@ -115,6 +115,25 @@ def test_anything_else_is_read_as_json_or_refused_as_a_database_file_error(text)
         assert "row 1" in str(exc)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(" \t\n\r{}[]\"':,.-+eE0123456789truefalsn$\\", max_size=30)
+       | st.tuples(st.sampled_from(["", " ", "\n\t"]), st.recursive(
+           st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+       ).map(json.dumps), st.sampled_from(["", " ", "\n", " x", "}"])).map("".join))
+def test_json_without_tags_reads_as_json_loads_reads_it(text):
+    """decode_json's faster path (raw_decode) accepts and refuses exactly what json.loads does."""
+    try:
+        expected = json.loads(text)
+    except ValueError:
+        with pytest.raises(DatabaseFileError):
+            decode_json(text, "row 1")
+        return
+    if '"$' not in text:
+        assert exact(decode_json(text, "row 1"), expected) or expected != expected
+        assert exact(decode_json(text.encode(), "row 1"), expected) or expected != expected
+
+
 @given(st.sampled_from([{1, 2}, b"bytes", frozenset(), object(), range(3), 1j]), TEXT)
 def test_unsupported_values_are_refused_by_name(bad, key):
     with pytest.raises(DataNotStorableError, match="the value"):
