@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="runs per figure (default 5)")
     parser.add_argument("--budget", type=float, help="seconds per measured phase (default 30)")
     parser.add_argument("--only", help="comma-separated contenders: " + ",".join(SPECS))
+    parser.add_argument("--passes", type=int, default=1,
+                        help="run every contender this many times, in turn, and pool the figures")
     # the child process's arguments
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -100,16 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-persistence-") as workroot:
         cases = run_all(keys, sizes, ks, repeats, budget, Path(workroot),
-                        setup_budget=60.0 if args.quick else SETUP_BUDGET)
+                        setup_budget=60.0 if args.quick else SETUP_BUDGET, passes=args.passes)
     took = time.monotonic() - began
 
     args.out.mkdir(parents=True, exist_ok=True)
     plot = args.out / "latest.png"
     render_plot(cases, keys, sizes, ks, budget, plot)
-    markdown = render_markdown(cases, keys, sizes, ks, repeats, budget, info, took, args.quick, plot.name)
+    markdown = render_markdown(cases, keys, sizes, ks, repeats, budget, info, took, args.quick, plot.name,
+                               " ".join(sys.argv[1:]), args.passes)
     (args.out / "latest.md").write_text(markdown, encoding="utf-8")
-    settings = {"sizes": list(sizes), "ks": list(ks), "repeats": repeats, "budget": budget,
-                "quick": args.quick, "contenders": keys}
+    settings = {"sizes": list(sizes), "ks": list(ks), "repeats": repeats, "passes": args.passes,
+                "budget": budget, "quick": args.quick, "contenders": keys}
     (args.out / "latest.json").write_text(json.dumps(results_json(cases, info, settings, took), indent=1),
                                           encoding="utf-8")
     print(markdown)

@@ -48,8 +48,13 @@ def emit(**event: Any) -> None:
 
 
 class FullCollections:
-    """Seconds the process spent in full (generation 2) garbage collections: such a collection
-    walks every object of the process and lands in whatever code happens to allocate."""
+    """Seconds the process spent in full (generation 2) garbage collections. Such a collection
+    walks every object of the process - with N stored chats loaded, tens of milliseconds - and
+    lands in whatever code happens to allocate when it falls due, often because of work done
+    before. So, for every contender alike, each load starts right after a ``gc.collect()``, and
+    before the first measured save round the loaded chats are frozen (``gc.freeze()``, as
+    long-running servers do): full collections in rounds then walk only what rounds allocate.
+    (``timeit`` goes further and switches the collector off.)"""
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -105,6 +110,7 @@ async def run_child(key: str, n: int, phases: list[str], repeats: int, budget: f
             for done in range(1, EXTRA_RUNS * repeats + 1):
                 if live is not None:
                     await contender.stop()
+                gc.collect()  # every measurement starts from the same, clean heap (see FullCollections)
                 gc_before, began = full_gc.seconds, time.perf_counter()
                 live = await contender.start()
                 took = time.perf_counter() - began
@@ -120,6 +126,8 @@ async def run_child(key: str, n: int, phases: list[str], repeats: int, budget: f
             ids = sorted(live)
             if not rounds_done:  # warm-up, not measured: threads started, statements prepared
                 await contender.save(dirty_round(ids[-1:]), copy.deepcopy(bot_data))
+                gc.collect()
+                gc.freeze()  # the stored chats: see FullCollections
             for done in range(1, EXTRA_RUNS * repeats + 1):
                 dirty_ids = [ids[(rounds_done * k + i) % len(ids)] for i in range(k)]
                 # Application deep-copies before it starts the round; that is not the persistence's
@@ -199,6 +207,13 @@ class Phase:
         if not self.times or len(self.gcs) != len(self.times):
             return 0.0
         return self.gcs[self.times.index(max(self.times))]
+
+    @property
+    def worst_stall_without_gc(self) -> float | None:
+        """The longest stall of the rounds that contained no full garbage collection."""
+        if len(self.gcs) != len(self.stalls):
+            return max(self.stalls, default=None)
+        return max((stall for stall, gc_s in zip(self.stalls, self.gcs) if not gc_s), default=None)
 
     @property
     def median_stall(self) -> float | None:
@@ -319,37 +334,60 @@ def over_budget(cases: dict[tuple[str, int], Case], key: str, n: int, k: int) ->
     return False
 
 
+def pool(cases: dict[tuple[str, int], Case], case: Case) -> None:
+    """Add one pass's ``case`` to ``cases``: measurements of the same phase are pooled."""
+    earlier = cases.get((case.key, case.n))
+    if earlier is None or earlier.error:
+        cases[case.key, case.n] = case
+        return
+    earlier.error = case.error
+    for name, phase in case.phases.items():
+        mine = earlier.phases.setdefault(name, Phase())
+        mine.times += phase.times
+        mine.stalls += phase.stalls
+        mine.gcs += phase.gcs
+        mine.over, mine.skipped, mine.cut = mine.over or phase.over, mine.skipped and phase.skipped, \
+            mine.cut or phase.cut
+        mine.memory = mine.memory or phase.memory
+
+
 def run_all(keys: list[str], sizes: tuple[int, ...], ks: tuple[int, ...], repeats: int,
-            budget: float, workroot: Path, setup_budget: float) -> dict[tuple[str, int], Case]:
+            budget: float, workroot: Path, setup_budget: float,
+            passes: int = 1) -> dict[tuple[str, int], Case]:
+    """Every (contender, N) in a child of its own; with ``passes`` > 1 the whole set runs again
+    that many times, in the same order, and each figure pools all passes (a disturbance of the
+    machine then hits every contender alike, instead of whichever ran at that moment)."""
     cases: dict[tuple[str, int], Case] = {}
-    total = len(sizes) * len(keys)
+    total = len(sizes) * len(keys) * passes
     number = 0
     began = time.monotonic()
-    for n in sizes:
-        for key in keys:
-            number += 1
-            case = cases[key, n] = Case(key, n)
-            tag = f"[{number:2}/{total}] {key} N={n:,}:"
-            todo = ["load", *(f"round:{k}" for k in ks)]
-            if key == "pickle_on_flush":
-                todo.append("flush")
-            if key in MEMORY:
-                todo.append("memory")
-            while todo:
-                runnable = []
-                for phase in todo:
-                    if phase.startswith("round:") and over_budget(cases, key, n, int(phase.split(":")[1])):
-                        case.phases[phase] = Phase(skipped=True)
-                        log(f"{tag}   {phase}: not run, a smaller case was already over budget")
-                    elif phase == "flush" and any(p.over or p.skipped for p in case.phases.values()):
-                        continue
-                    else:
-                        runnable.append(phase)
-                if not runnable:
-                    break
-                todo = run_case_child(case, runnable, repeats, budget, workroot, tag, setup_budget)
-                if case.error:
-                    break
+    for _ in range(passes):
+        for n in sizes:
+            for key in keys:
+                number += 1
+                case = Case(key, n)
+                tag = f"[{number:2}/{total}] {key} N={n:,}:"
+                todo = ["load", *(f"round:{k}" for k in ks)]
+                if key == "pickle_on_flush":
+                    todo.append("flush")
+                if key in MEMORY:
+                    todo.append("memory")
+                while todo:
+                    runnable = []
+                    for phase in todo:
+                        if phase.startswith("round:") and over_budget(cases, key, n, int(phase.split(":")[1])):
+                            case.phases[phase] = Phase(skipped=True)
+                            log(f"{tag}   {phase}: not run, a smaller case was already over budget")
+                        elif phase == "flush" and any(p.over or p.skipped for p in case.phases.values()):
+                            continue
+                        else:
+                            runnable.append(phase)
+                    if not runnable:
+                        break
+                    todo = run_case_child(case, runnable, repeats, budget, workroot, tag, setup_budget)
+                    if case.error:
+                        break
+                pool(cases, case)
     log(f"all cases done in {time.monotonic() - began:.0f} s")
     return cases
 
