@@ -213,7 +213,8 @@ class Phase:
         """The longest stall of the rounds that contained no full garbage collection."""
         if len(self.gcs) != len(self.stalls):
             return max(self.stalls, default=None)
-        return max((stall for stall, gc_s in zip(self.stalls, self.gcs) if not gc_s), default=None)
+        calm = [stall for stall, gc_s in zip(self.stalls, self.gcs, strict=True) if not gc_s]
+        return max(calm, default=None)
 
     @property
     def median_stall(self) -> float | None:
@@ -375,7 +376,8 @@ def run_all(keys: list[str], sizes: tuple[int, ...], ks: tuple[int, ...], repeat
                 while todo:
                     runnable = []
                     for phase in todo:
-                        if phase.startswith("round:") and over_budget(cases, key, n, int(phase.split(":")[1])):
+                        k = int(phase.split(":")[1]) if phase.startswith("round:") else 0
+                        if k and over_budget(cases, key, n, k):
                             case.phases[phase] = Phase(skipped=True)
                             log(f"{tag}   {phase}: not run, a smaller case was already over budget")
                         elif phase == "flush" and any(p.over or p.skipped for p in case.phases.values()):
