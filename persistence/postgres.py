@@ -383,7 +383,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             try:
                 write.params = self._params(write)
             except DataNotStorableError as exc:  # fails alone: the round's other writes go on
-                write.done.set_exception(exc)
+                self._fail(write, exc)
                 batch.remove(write)
         latest = {(write.table, write.key): write for write in batch}  # two rounds queued at once
         pool = await self._connect()

@@ -371,7 +371,7 @@ class SharedSQLitePersistence(SQLitePersistence):
                 try:
                     taken = await asyncio.to_thread(self._merge_into_save, write, data, bases[write])
                 except Exception as exc:  # an unreadable row fails alone: the others are written
-                    write.done.set_exception(exc)
+                    self._fail(write, exc)
                     batch.remove(write)
                     continue
                 if taken:

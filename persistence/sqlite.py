@@ -287,6 +287,7 @@ def _from_json_object(obj: dict[str, Any]) -> Any:
 
 
 _PLAIN, _TAGGED = json.JSONDecoder(), json.JSONDecoder(object_hook=_from_json_object)
+_JSON_SPACE = " \t\n\r"  # the whitespace JSON allows around a value (str.isspace() takes more)
 
 
 def _where_not_json(value: Any, path: str = "") -> tuple[str, Any] | None:
@@ -341,17 +342,18 @@ def decode_json(text: str | bytes, what: str) -> Any:
     """The value :func:`encode_json` made ``text`` from. Raises :class:`DatabaseFileError`
     naming ``what`` (say which file it is in) if ``text`` is not such JSON."""
     try:
-        if isinstance(text, bytes):
-            text = text.decode()
+        if isinstance(text, bytes):  # (as json.loads reads bytes: UTF-8, -16 or -32)
+            text = text.decode(json.detect_encoding(text), "surrogatepass")
         decoder = _TAGGED if "$" in text and '"$' in text else _PLAIN  # (one memchr, mostly)
         if len(text) >= _BIG_TEXT:
             decoder = json.JSONDecoder(object_hook=decoder.object_hook)
             # json's pure-Python scanner (in the stdlib since 2.6, not in typeshed): see _BIG_TEXT
             decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
         # raw_decode: json.loads's two whitespace regexes cost more than a small row's decoding
-        text = text.lstrip() if text[:1].isspace() else text
+        if text[:1] in _JSON_SPACE:
+            text = text.lstrip(_JSON_SPACE)
         value, end = decoder.raw_decode(text)
-        if end < len(text) and not text[end:].isspace():
+        if text[end:].strip(_JSON_SPACE):
             raise ValueError(f"more after the JSON value, at character {end}")
         return value
     except (ValueError, TypeError, RecursionError) as exc:
@@ -456,6 +458,13 @@ class SaveRounds:
         """``Could not save N rows to WHERE: WHY`` for the last failed round."""
         raise NotImplementedError
 
+    @staticmethod
+    def _fail(write: Any, exc: BaseException) -> None:
+        """``write`` failed: its caller gets ``exc`` - unless it was cancelled meanwhile (PTB's
+        save task stopped at shutdown), when there is no one to tell."""
+        if not write.done.done():
+            write.done.set_exception(exc)
+
     def _submit(self, write: Any) -> asyncio.Future[None]:
         """Queue ``write``; await the returned future to wait until it is committed (or has
         failed). (Not a coroutine: a save round of 500 writes makes 1,000 fewer objects.)"""
@@ -489,8 +498,7 @@ class SaveRounds:
                                     "written again at the next save and at flush().")
             error.__cause__ = exc
             for write in batch:
-                if not write.done.done():
-                    write.done.set_exception(error)
+                self._fail(write, error)
             if not isinstance(exc, Exception):
                 raise
 
@@ -578,9 +586,9 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         self._versions: dict[str, dict[Any, int]] = {table: {} for table in KEY_COLUMN}
         self._init_save_rounds()
         self._checked = False  # whether the file's schema was checked since the last flush()
-        self._schema_version: int | None = None  # PRAGMA schema_version as this connection saw it
-        self._data_version: int | None = None  # PRAGMA data_version at this connection's last save
-        self._others_wrote = True  # whether another connection committed since then
+        # PRAGMA schema_version when the row versions this instance knows were read or written:
+        # a change of it (a table rebuilt, maybe without its triggers) makes them untrustworthy
+        self._schema_version: int | None = None
         self._last_saved: dict[str, Any] = {}  # bot_data and callback_data as last written
         self._scrub_wal = False  # a dropped row may still be in the WAL file
         self._loaded: set[str] = set()  # tables PTB loaded since the last flush (its live data)
@@ -597,6 +605,8 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             async with self._opening:
                 if self._db is None:
                     self._db = await self._open()
+                    # a drop's scrub that a reader blocked until the last run ended is still due
+                    self._scrub_wal = True
         return self._db
 
     async def _open(self) -> aiosqlite.Connection:
@@ -685,11 +695,11 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         rows = list(await db.execute_fetchall(sql, tuple(params)))
         return rows[0][0] if rows else None
 
-    async def _read_at_start(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        """A read of ``Application.initialize()``: in a worker thread, on a connection of its own
-        closed at once (when initialize() fails, PTB never calls flush(), and a connection left
-        open - a non-daemon thread - would keep the process from exiting). The first read of an
-        instance checks (or creates) the file's schema first."""
+    async def _read_at_start(self, sql: str, params: Iterable[Any] = ()) -> tuple[list[Any], int]:
+        """A read of ``Application.initialize()``, and the schema version it read at: in a worker
+        thread, on a connection of its own closed at once (when initialize() fails, PTB never
+        calls flush(), and a connection left open - a non-daemon thread - would keep the process
+        from exiting). The first read of an instance checks (or creates) the file's schema first."""
         if not self._checked:
             await (await self._open()).close()
         try:
@@ -697,11 +707,16 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         except sqlite3.DatabaseError as exc:
             raise self._file_error(exc) from exc
 
-    def _read_now(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        db = sqlite3.connect(f"{self.filepath.resolve().as_uri()}?mode=rw", uri=True)
+    def _read_now(self, sql: str, params: tuple[Any, ...]) -> tuple[list[Any], int]:
+        db = sqlite3.connect(f"{self.filepath.resolve().as_uri()}?mode=rw", uri=True,
+                             isolation_level=None)
         try:  # (mode=rw: a file deleted since the check is an error, not created anew)
             db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            return db.execute(sql, params).fetchall()
+            db.execute("BEGIN")  # one snapshot for both
+            rows = db.execute(sql, params).fetchall()
+            [(schema,)] = db.execute("PRAGMA schema_version").fetchall()
+            db.execute("COMMIT")
+            return rows, schema
         finally:
             db.close()
 
@@ -768,8 +783,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
     async def _write_batch(self, batch: list[Write]) -> None:
         failed = await asyncio.to_thread(self._prepare, batch)
         for write, exc in failed:
-            if not write.done.done():  # its caller may have been cancelled
-                write.done.set_exception(exc)
+            self._fail(write, exc)
             batch.remove(write)
         for write in [w for w in batch if w.table in _SAVED_EVERY_ROUND and w.value is not DELETE
                       and self._last_saved.get(w.table) == w.params[1]]:
@@ -816,7 +830,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
 
     async def _drop_connection(self, db: aiosqlite.Connection) -> None:
         """Give up a connection that cannot be trusted any more: the next call opens the file."""
-        self._db, self._schema_version, self._data_version = None, None, None
+        self._db = None
         try:
             await db.close()
         except sqlite3.Error as exc:
@@ -824,16 +838,10 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                           RuntimeWarning, stacklevel=1)
 
     async def _schema_changed(self, db: aiosqlite.Connection) -> bool:
-        """Inside a save's transaction, one query: whether another program changed the schema
-        since this connection saw it last (rebuilt a table, maybe without its triggers: then a
-        change may have kept its version; the triggers are made again and this round must not
-        trust versions), and whether it committed anything at all (``PRAGMA data_version``; when
-        not, only rows of unknown version need a look)."""
-        [(schema, data_version)] = await db.execute_fetchall(
-            "SELECT (SELECT schema_version FROM pragma_schema_version),"
-            " (SELECT data_version FROM pragma_data_version)")
-        self._others_wrote = data_version != self._data_version
-        self._data_version = data_version
+        """Whether another program changed the schema since this connection saw it last (rebuilt
+        a table, say, maybe without its triggers: then a change may have kept its version). The
+        triggers are made again; this round must not trust versions."""
+        schema = await self._scalar(db, "PRAGMA schema_version")
         if schema == self._schema_version:
             return False
         first = self._schema_version is None
@@ -899,10 +907,8 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         ``None`` for a deleted row, or when not ``with_data``)."""
         result = []
         for table in KEY_COLUMN:
-            mine = {str(w.key): version for w in batch if w.table == table and w.value is not DELETE
-                    # when no other connection committed, only a row of unknown version can differ
-                    and ((version := self._known_version(table, w.key)) is None
-                         or self._others_wrote or every_row)}
+            mine = {str(w.key): self._known_version(table, w.key)
+                    for w in batch if w.table == table and w.value is not DELETE}
             if not mine:
                 continue
             column = KEY_COLUMN[table]
@@ -937,8 +943,10 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             self._in_live[table].clear()
             self._kept = {row: kept for row, kept in self._kept.items() if row[0] != table}
             return {}
-        rows = await self._read_at_start(f"SELECT {KEY_COLUMN[table]}, data, version FROM {table}")
+        rows, schema = await self._read_at_start(f"SELECT {KEY_COLUMN[table]}, data, version FROM {table}")
         first = table not in self._loaded  # Application.initialize(): this becomes live data
+        if not self._loaded or self._schema_version is None:
+            self._schema_version = schema  # the versions now known are this schema's (see _schema_changed)
         self._loaded.add(table)
         if first:
             self._forget_table(table)  # knowledge from before a flush() may be stale
@@ -976,6 +984,8 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             return
         db = await self._connection()
         async with self._busy:
+            if self._schema_version is None:  # (first: a change of the schema after it shows)
+                self._schema_version = await self._scalar(db, "PRAGMA schema_version")
             rows = list(await db.execute_fetchall(
                 f"SELECT data, version FROM {table} WHERE {KEY_COLUMN[table]} = ?", (key,)))
         if key in self._in_live[table]:  # another refresh of this id got there first
@@ -1013,8 +1023,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                 try:
                     check_lazy(kept, write.value, write.what)
                 except DataNotStorableError as exc:
-                    if not write.done.done():
-                        write.done.set_exception(exc)
+                    self._fail(write, exc)
                     batch.remove(write)
                     continue
                 # write.value stays PTB's data (a retry of this write merges again)
@@ -1046,7 +1055,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
 
     async def get_conversations(self, name: str) -> dict[tuple[int | str, ...], object]:
         """The states of the conversations of the ``ConversationHandler`` called ``name``."""
-        rows = await self._read_at_start("SELECT key, state FROM conversations WHERE name = ?", (name,))
+        rows, _ = await self._read_at_start("SELECT key, state FROM conversations WHERE name = ?", (name,))
         conversations = {}
         for key, state in rows:
             what = f"conversation {name!r} key {key}"
@@ -1141,8 +1150,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             db, self._db = self._db, None
             await db.close()
         self._opening, self._busy = asyncio.Lock(), asyncio.Lock()  # usable from another loop too
-        self._loaded, self._checked = set(), False
-        self._schema_version = self._data_version = None
+        self._loaded, self._checked = set(), False  # (the next load starts afresh)
         if self._unsaved:
             names = [write.what for write in self._unsaved.values()]
             more = f" and {len(names) - 10} more" if len(names) > 10 else ""
