@@ -56,6 +56,17 @@ async def save(app: Application, **users: dict[str, Any]) -> list[warnings.Warni
     return [w for w in caught if issubclass(w.category, RuntimeWarning)]
 
 
+def assert_noticed(cls: type, db: Path, caught: list[warnings.WarningMessage], user_id: int,
+                   merged: dict[str, Any], warning: str = "") -> None:
+    """Another program's change to the user's row was merged (``SharedSQLitePersistence``: the row
+    is ``merged``) or warned about (``SQLitePersistence``: a warning naming the row or ``warning``)."""
+    if cls is SharedSQLitePersistence:
+        assert stored(db, user_id) == merged
+    else:
+        names = (f"user_data of user {user_id}", *([warning] if warning else []))
+        assert [w for w in caught if any(name in str(w.message) for name in names)]
+
+
 # ---- 1. PRAGMA data_version -------------------------------------------------------------------------
 # Broke before the fixes of 285ac7a: sqlite.py _schema_changed/_changed_rows: _others_wrote is per
 # save round, but another program's commit may change a row that this round does not write; the next
@@ -74,10 +85,7 @@ async def test_another_programs_change_to_a_row_written_one_round_later_is_notic
         # ... and then saves user 2 (a broadcast handler changed it; no refresh of user 2)
         caught = await save(app, u2={"visits": 2})
         assert errors == []
-        if cls is SharedSQLitePersistence:
-            assert stored(db, 2) == {"visits": 2, "note": "from the admin panel"}
-        else:
-            assert [str(w.message) for w in caught if "user_data of user 2" in str(w.message)]
+        assert_noticed(cls, db, caught, 2, {"visits": 2, "note": "from the admin panel"})
     finally:
         await app.shutdown()
 
@@ -109,6 +117,15 @@ async def test_a_save_round_failing_after_it_read_data_version_still_checks_the_
 # and is retried with that row forever: no later save is written
 
 
+async def cancelled_save(persistence: Any, user_id: int, data: Any) -> None:
+    """PTB's save of one user, cancelled (a shutdown under a timeout) once its write is queued."""
+    task = asyncio.create_task(persistence.update_user_data(user_id, data))
+    await asyncio.sleep(0)  # (one step of the event loop: the write is queued)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_a_row_failing_alone_after_its_caller_was_cancelled_fails_alone(db):
     persistence = SharedSQLitePersistence(db)
     app, errors = await started_bot(persistence)
@@ -116,13 +133,9 @@ async def test_a_row_failing_alone_after_its_caller_was_cancelled_fails_alone(db
         assert await save(app, u1={"visits": 1}, u2={"visits": 1}) == []
         with closing(sqlite3.connect(db, isolation_level=None)) as other:  # an unreadable row
             other.execute("UPDATE user_data SET data = 'not JSON' WHERE user_id = 2")
-        # one save round: PTB's save of user 2 is cancelled (shutdown under a timeout) once queued
-        cancelled = asyncio.create_task(persistence.update_user_data(2, {"visits": 2}))
+        # one save round: user 1's write, and user 2's, whose caller is cancelled once it is queued
         kept = asyncio.create_task(persistence.update_user_data(1, {"visits": 2}))
-        await asyncio.sleep(0)  # (one step of the event loop: both writes are queued)
-        cancelled.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await cancelled
+        await cancelled_save(persistence, 2, {"visits": 2})
         await kept  # user 1's write is not touched by user 2's unreadable row
         assert stored(db, 1) == {"visits": 2}
         with closing(sqlite3.connect(db)) as reader:  # and that row is left for a human to fix
@@ -137,11 +150,7 @@ async def test_a_refused_value_after_its_caller_was_cancelled_does_not_block_lat
     persistence = SQLitePersistence(db)
     app, errors = await started_bot(persistence)
     try:
-        task = asyncio.create_task(persistence.update_user_data(2, {"when": object()}))
-        await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancelled_save(persistence, 2, {"when": object()})
         await save(app, u1={"visits": 2})
         assert errors == []
         assert stored(db, 1) == {"visits": 2}
@@ -361,10 +370,7 @@ async def test_a_table_rebuilt_after_the_bots_first_save_is_noticed(db, cls):
         another_program_rebuilds_user_data_and_sets(db, 2, {"visits": 1, "note": "from the panel"})
         caught = await save(app, u2={"visits": 2})
         assert errors == []
-        if cls is SharedSQLitePersistence:
-            assert stored(db, 2) == {"visits": 2, "note": "from the panel"}
-        else:
-            assert any("schema" in str(w.message) for w in caught)
+        assert_noticed(cls, db, caught, 2, {"visits": 2, "note": "from the panel"}, "schema")
     finally:
         await app.shutdown()
 
@@ -377,10 +383,7 @@ async def test_a_table_rebuilt_between_start_up_and_the_first_save_is_noticed(db
         another_program_rebuilds_user_data_and_sets(db, 2, {"visits": 1, "note": "from the panel"})
         caught = await save(app, u2={"visits": 2})
         assert errors == []
-        if cls is SharedSQLitePersistence:
-            assert stored(db, 2) == {"visits": 2, "note": "from the panel"}
-        else:
-            assert any("schema" in str(w.message) or "user 2" in str(w.message) for w in caught)
+        assert_noticed(cls, db, caught, 2, {"visits": 2, "note": "from the panel"}, "schema")
     finally:
         await app.shutdown()
 
@@ -455,11 +458,7 @@ async def test_postgres_a_refused_value_after_its_caller_was_cancelled_does_not_
     persistence = PostgresPersistence(database_url(), schema=schema)
     app, errors = await started_bot(persistence)
     try:
-        task = asyncio.create_task(persistence.update_user_data(2, {"when": object()}))
-        await asyncio.sleep(0)  # (one step of the event loop: the write is queued)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancelled_save(persistence, 2, {"when": object()})
         await save(app, u1={"visits": 2})
         assert errors == []
     finally:
@@ -503,10 +502,7 @@ async def test_a_second_instance_in_the_same_process_is_another_writer(db, cls):
             await admin.update_user_data(1, {"visits": 1, "note": "from the admin instance"})
         caught = await save(app, u1={"visits": 2})
         assert errors == []
-        if cls is SharedSQLitePersistence:
-            assert stored(db, 1) == {"visits": 2, "note": "from the admin instance"}
-        else:
-            assert [w for w in caught if "user_data of user 1" in str(w.message)]
+        assert_noticed(cls, db, caught, 1, {"visits": 2, "note": "from the admin instance"})
     finally:
         await admin.flush()
         await app.shutdown()
@@ -522,9 +518,6 @@ async def test_a_change_made_while_the_instance_was_flushed_is_noticed_when_it_i
         another_program_sets(db, 1, {"visits": 1, "note": "while closed"})
         caught = await save(app, u1={"visits": 2})
         assert errors == []
-        if cls is SharedSQLitePersistence:
-            assert stored(db, 1) == {"visits": 2, "note": "while closed"}
-        else:
-            assert [w for w in caught if "user_data of user 1" in str(w.message)]
+        assert_noticed(cls, db, caught, 1, {"visits": 2, "note": "while closed"})
     finally:
         await app.shutdown()
