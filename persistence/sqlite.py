@@ -945,8 +945,8 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             return {}
         rows, schema = await self._read_at_start(f"SELECT {KEY_COLUMN[table]}, data, version FROM {table}")
         first = table not in self._loaded  # Application.initialize(): this becomes live data
-        if not self._loaded or self._schema_version is None:
-            self._schema_version = schema  # the versions now known are this schema's (see _schema_changed)
+        if self._schema_version is None:  # (versions known from before stay this schema's: a
+            self._schema_version = schema  # change since shows at the next save, _schema_changed)
         self._loaded.add(table)
         if first:
             self._forget_table(table)  # knowledge from before a flush() may be stale
