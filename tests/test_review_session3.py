@@ -524,13 +524,11 @@ async def test_a_change_made_while_the_instance_was_flushed_is_noticed_when_it_i
 
 
 # ---- 1d. (after 285ac7a) a flush(), a table rebuilt, a reuse that reloads only some data ---------------
-PARTIAL_RELOAD_BUG = (
-    "sqlite.py _load_table (285ac7a): after flush() any first load sets _schema_version to the "
-    "schema it read, though row versions of tables it did not reload (user_data here) date from "
-    "before a rebuild: a change that kept its version is overwritten without warning")
+# Broke 285ac7a, fixed by 8243932: sqlite.py _load_table set _schema_version to the schema of any
+# first load after flush(), though row versions of tables it did not reload (user_data here) dated
+# from before a rebuild: a change that kept its version was overwritten without warning
 
 
-@pytest.mark.xfail(strict=True, reason=PARTIAL_RELOAD_BUG)
 async def test_a_reused_instance_that_reloads_only_bot_data_still_notices_a_rebuilt_table(db):
     persistence = SQLitePersistence(db)  # a script, not a bot: it uses the class directly
     await persistence.update_user_data(2, {"visits": 1})
