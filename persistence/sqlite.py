@@ -344,7 +344,8 @@ def decode_json(text: str | bytes, what: str) -> Any:
     try:
         if isinstance(text, bytes):  # (as json.loads reads bytes: UTF-8, -16 or -32)
             text = text.decode(json.detect_encoding(text), "surrogatepass")
-        decoder = _TAGGED if "$" in text and '"$' in text else _PLAIN  # (one memchr, mostly)
+        tags = ("$" in text and '"$' in text) or ("\\" in text and "\\u0024" in text)  # $ escaped
+        decoder = _TAGGED if tags else _PLAIN  # (only tags need the hook; one memchr, mostly)
         if len(text) >= _BIG_TEXT:
             decoder = json.JSONDecoder(object_hook=decoder.object_hook)
             # json's pure-Python scanner (in the stdlib since 2.6, not in typeshed): see _BIG_TEXT
@@ -584,6 +585,10 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         self._busy = asyncio.Lock()
         # each row's version as this instance last read or wrote it: {table: {key: version}}
         self._versions: dict[str, dict[Any, int]] = {table: {} for table in KEY_COLUMN}
+        # rows this connection committed since any other connection last committed (PRAGMA
+        # data_version had not moved): no one else can have changed them, no need to look
+        self._fresh: dict[str, set[Any]] = {table: set() for table in KEY_COLUMN}
+        self._data_version: int | None = None
         self._init_save_rounds()
         self._checked = False  # whether the file's schema was checked since the last flush()
         # PRAGMA schema_version when the row versions this instance knows were read or written:
@@ -813,6 +818,11 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             self._last_saved.update({w.table: w.params[1] for w in batch
                                      if w.table in _SAVED_EVERY_ROUND and w.value is not DELETE})
             self._committed(batch)
+            for write in batch:  # (this connection's commits do not move its data_version)
+                if write.table in KEY_COLUMN and write.value is not DELETE:
+                    self._fresh[write.table].add(write.key)
+                elif write.table in KEY_COLUMN:
+                    self._fresh[write.table].discard(write.key)
             if self._scrub_wal or any(w.value is DELETE and w.table in KEY_COLUMN for w in batch):
                 self._scrub_wal = not await self._empty_wal(db)  # (raises nothing)
         for write in batch:
@@ -830,7 +840,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
 
     async def _drop_connection(self, db: aiosqlite.Connection) -> None:
         """Give up a connection that cannot be trusted any more: the next call opens the file."""
-        self._db = None
+        self._db, self._data_version = None, None
         try:
             await db.close()
         except sqlite3.Error as exc:
@@ -840,8 +850,15 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
     async def _schema_changed(self, db: aiosqlite.Connection) -> bool:
         """Whether another program changed the schema since this connection saw it last (rebuilt
         a table, say, maybe without its triggers: then a change may have kept its version). The
-        triggers are made again; this round must not trust versions."""
-        schema = await self._scalar(db, "PRAGMA schema_version")
+        triggers are made again; this round must not trust versions. Also forgets which rows are
+        fresh if another connection committed anything since this one last looked."""
+        [(schema, data_version)] = await db.execute_fetchall(
+            "SELECT (SELECT schema_version FROM pragma_schema_version),"
+            " (SELECT data_version FROM pragma_data_version)")
+        if data_version != self._data_version:
+            self._data_version = data_version
+            for rows in self._fresh.values():
+                rows.clear()
         if schema == self._schema_version:
             return False
         first = self._schema_version is None
@@ -907,8 +924,9 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         ``None`` for a deleted row, or when not ``with_data``)."""
         result = []
         for table in KEY_COLUMN:
-            mine = {str(w.key): self._known_version(table, w.key)
-                    for w in batch if w.table == table and w.value is not DELETE}
+            fresh = set() if every_row else self._fresh[table]
+            mine = {str(w.key): self._known_version(table, w.key) for w in batch
+                    if w.table == table and w.value is not DELETE and w.key not in fresh}
             if not mine:
                 continue
             column = KEY_COLUMN[table]
@@ -961,6 +979,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
 
     def _forget_table(self, table: str) -> None:
         self._versions[table].clear()
+        self._fresh[table].clear()
         self._last_saved.pop(table, None)
 
     def _remember(self, table: str, key: Any, version: int, data: Any) -> None:
@@ -1013,8 +1032,14 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                 for key, data, version in await db.execute_fetchall(
                         f"SELECT {column}, data, version FROM {table} WHERE {column} IN"
                         " (SELECT value FROM json_each(?))", (json.dumps(unread),)):
-                    what = describe_row(table, key)
-                    self._kept[table, key] = await asyncio.to_thread(self.decode, data, what)
+                    try:
+                        kept = await asyncio.to_thread(self.decode, data, writes[key].what)
+                    except DatabaseFileError as exc:  # an unreadable row fails its write alone
+                        unreadable = writes.pop(key)
+                        self._fail(unreadable, exc)
+                        batch.remove(unreadable)
+                        continue
+                    self._kept[table, key] = kept
                     self._versions[table].setdefault(key, version)
             for key, write in writes.items():
                 kept = self._kept.get((table, key))
@@ -1151,6 +1176,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             await db.close()
         self._opening, self._busy = asyncio.Lock(), asyncio.Lock()  # usable from another loop too
         self._loaded, self._checked = set(), False  # (the next load starts afresh)
+        self._data_version = None  # (the next connection's count is another one)
         if self._unsaved:
             names = [write.what for write in self._unsaved.values()]
             more = f" and {len(names) - 10} more" if len(names) > 10 else ""

@@ -17,7 +17,7 @@ from test_sqlite_persistence import raw_sql, rows
 
 from bots.offline import OfflineBotAPI, application_builder
 from persistence import SharedSQLitePersistence, SQLitePersistence
-from persistence.sqlite import DatabaseFileError
+from persistence.sqlite import DatabaseFileError, decode_json
 
 
 async def load_chats(path: Path, cls: type[SQLitePersistence] = SQLitePersistence, **kwargs) -> dict:
@@ -153,6 +153,14 @@ async def test_a_tag_with_extra_keys_is_refused_not_reinterpreted(db):
     raw_sql(db, "UPDATE chat_data SET data = json_set(data, '$.note', 'x')")
     with pytest.raises(DatabaseFileError, match=r"chat_data of chat 1 .*not a tag"):
         await load_chats(db)
+
+
+def test_a_tag_whose_dollar_another_program_escaped_is_still_a_tag():
+    """JSON may spell ``$`` as ``\\u0024``: such a key is a tag too (read as one, or refused)."""
+    assert decode_json('{"\\u0024tuple": [1, 2]}', "row") == (1, 2)
+    with pytest.raises(DatabaseFileError, match="not a tag"):
+        decode_json('{"\\u0024map": [[1, 2]], "note": "x"}', "row")
+    assert decode_json('{"a": "C:\\\\u0024"}', "row") == {"a": "C:\\u0024"}  # a value: plain text
 
 
 async def test_two_code_points_that_look_like_a_surrogate_pair_stay_two(db):

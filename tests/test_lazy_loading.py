@@ -20,7 +20,7 @@ from test_persistence_contract import contract_bot, stored
 
 from bots.offline import ALICE, BOB, OfflineChat, group_chat, migration_updates, supergroup_chat
 from persistence import SharedSQLitePersistence, SQLitePersistence
-from persistence.sqlite import SaveFailedError
+from persistence.sqlite import DatabaseFileError, SaveFailedError
 
 CLASSES = {"sqlite": SQLitePersistence, "shared": SharedSQLitePersistence}
 MAKERS = {**CLASSES, "postgres": make_postgres_persistence}  # (one schema per db path)
@@ -288,3 +288,24 @@ async def test_postgres_lazy_needs_dict_data_and_says_so(db):
         await p.update_user_data(1, ["not", "a", "dict"])
     await p.flush()
     assert await stored_row(make, 1) == {"a": 1}
+
+
+@pytest.mark.parametrize("cls", list(CLASSES.values()), ids=list(CLASSES))
+async def test_an_unreadable_row_of_a_never_loaded_user_fails_its_write_alone(cls, db):
+    """Merging a never-loaded user's stored keys needs the stored row: if it cannot be read, that
+    write fails naming the row, and the rest of the round is written (it used to fail whole)."""
+    p = cls(db, lazy=True)
+    await p.get_user_data()
+    await asyncio.gather(p.update_user_data(1, {"a": 1}), p.update_user_data(2, {"b": 2}))
+    await p.flush()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE user_data SET data = '{not json' WHERE user_id = 1")
+    conn.close()
+    p = cls(db, lazy=True)
+    await p.get_user_data()
+    results = await asyncio.gather(p.update_user_data(1, {"x": 1}), p.update_user_data(2, {"c": 3}),
+                                   return_exceptions=True)
+    assert isinstance(results[0], DatabaseFileError) and "user_data of user 1" in str(results[0])
+    assert results[1] is None
+    await p.flush()  # nothing left unsaved
+    assert sqlite_row(db, 2) == {"b": 2, "c": 3}
