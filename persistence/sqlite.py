@@ -47,7 +47,7 @@ Behaviour worth knowing
 * Everything is ``async`` on ``aiosqlite``: no database call blocks the event loop. Encoding runs
   in a worker thread too. (json's C code holds the interpreter for a whole value, thread or not, so
   a value of more than ~50,000 items goes through json's pure-Python walk, which lets the bot run
-  every few ms: saving a 96 MB row stalls it for ~40 ms instead of 0.65 s. pickle has no such
+  every few ms: saving a 96 MB row stalls it for ~40 ms instead of ~0.7 s. pickle has no such
   walk: in pickle mode a huge value holds the bot while it is pickled.)
 * A save round (PTB runs all its ``update_*`` calls at once) is written as one transaction with
   ``executemany``; a row is only ever committed whole.
