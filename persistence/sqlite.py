@@ -815,19 +815,24 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             except BaseException:
                 await self._roll_back(db)
                 raise
-            self._last_saved.update({w.table: w.params[1] for w in batch
-                                     if w.table in _SAVED_EVERY_ROUND and w.value is not DELETE})
-            self._committed(batch)
-            for write in batch:  # (this connection's commits do not move its data_version)
-                if write.table in KEY_COLUMN and write.value is not DELETE:
-                    self._fresh[write.table].add(write.key)
-                elif write.table in KEY_COLUMN:
-                    self._fresh[write.table].discard(write.key)
+            self._after_commit(batch)
             if self._scrub_wal or any(w.value is DELETE and w.table in KEY_COLUMN for w in batch):
                 self._scrub_wal = not await self._empty_wal(db)  # (raises nothing)
         for write in batch:
             if not write.done.done():
                 write.done.set_result(None)
+
+    def _after_commit(self, batch: list[Write]) -> None:
+        """What this instance knows once ``batch`` is committed: the rows as written, and fresh
+        (this connection's own commits do not move its ``data_version``)."""
+        self._last_saved.update({w.table: w.params[1] for w in batch
+                                 if w.table in _SAVED_EVERY_ROUND and w.value is not DELETE})
+        self._committed(batch)
+        for write in batch:
+            if write.table in KEY_COLUMN and write.value is DELETE:
+                self._fresh[write.table].discard(write.key)
+            elif write.table in KEY_COLUMN:
+                self._fresh[write.table].add(write.key)
 
     async def _roll_back(self, db: aiosqlite.Connection) -> None:
         """After a failed statement of a save. SQLite may have rolled back already (a full disk,
@@ -921,7 +926,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
     ) -> list[tuple[str, list[tuple[Any, Any]]]]:
         """Per table, the rows about to be written (not deleted) whose version differs from the
         one this instance knows (``every_row``: all of them), as ``(key, data)`` (``data`` is
-        ``None`` for a deleted row, or when not ``with_data``)."""
+        ``None`` for a deleted row, or when not ``with_data``). Fresh rows are not looked up."""
         result = []
         for table in KEY_COLUMN:
             fresh = set() if every_row else self._fresh[table]
