@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from persistence.sqlite import decode_json, encode_json
+
 MESSAGES_PER_CHAT = 20
 FIRST_CHAT_ID = 10_000_001
 
@@ -63,9 +65,15 @@ CONTENDERS = [
          "`Application.update_persistence()` reaches any persistence - one `update_chat_data` "
          "coroutine per dirty chat plus `update_bot_data`, run by `asyncio.gather`; the first call "
          "starts the round's writer, all wait for its commit. What no persistence can go below."),
+    Spec("floor_exact", "floor, called as PTB calls it, exact types",
+         "The floor as PTB calls it, storing what `SQLitePersistence` promises: each value encoded "
+         "by `persistence.sqlite.encode_json` (which checks that the value comes back with its exact "
+         "types - a tuple stays a tuple, an int key an int - and tags it if not) instead of "
+         "`json.dumps`, which silently turns tuples into lists and int keys into strings; loading "
+         "uses `decode_json`. What no persistence that keeps exact types can go below."),
 ]
 SPECS = {spec.key: spec for spec in CONTENDERS}
-PICKLE, FLOOR, FLOOR_PTB, TARGET = "pickle", "floor", "floor_ptb", "sqlite_json"
+PICKLE, FLOOR, FLOOR_PTB, FLOOR_EXACT, TARGET = "pickle", "floor", "floor_ptb", "floor_exact", "sqlite_json"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -310,6 +318,10 @@ class FloorContender(Contender):
     def dumps(data: Any) -> str:
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
+    @staticmethod
+    def loads(text: str) -> Any:
+        return json.loads(text)
+
     async def _open(self) -> Any:
         import aiosqlite
 
@@ -340,9 +352,9 @@ class FloorContender(Contender):
     async def start(self) -> dict[int, dict]:
         self.db = await self._open()
         async with self.db.execute("SELECT chat_id, data FROM chat_data") as cursor:
-            chat_data = {chat_id: json.loads(data) for chat_id, data in await cursor.fetchall()}
+            chat_data = {chat_id: self.loads(data) for chat_id, data in await cursor.fetchall()}
         async with self.db.execute("SELECT data FROM bot_data WHERE id = 0") as cursor:
-            json.loads((await cursor.fetchone())[0])
+            self.loads((await cursor.fetchone())[0])
         return chat_data
 
     async def save(self, dirty: dict[int, dict], bot_data: dict) -> None:
@@ -381,6 +393,18 @@ class PTBFloorContender(FloorContender):
                              update("bot_data", 0, bot_data))
 
 
+class ExactFloorContender(PTBFloorContender):
+    """The floor as PTB calls it, keeping exact types (see its Spec)."""
+
+    @staticmethod
+    def dumps(data: Any) -> str:
+        return encode_json(data, "a chat")
+
+    @staticmethod
+    def loads(text: str) -> Any:
+        return decode_json(text, "a chat")
+
+
 def make_contender(key: str, workdir: Path) -> Contender:
     factories: dict[str, Callable[[], Contender]] = {
         "pickle": lambda: PickleContender(workdir),
@@ -392,6 +416,7 @@ def make_contender(key: str, workdir: Path) -> Contender:
         "sqlite_shared": lambda: SQLiteContender(workdir, "json", shared=True),
         "floor": lambda: FloorContender(workdir),
         "floor_ptb": lambda: PTBFloorContender(workdir),
+        "floor_exact": lambda: ExactFloorContender(workdir),
     }
     return factories[key]()
 

@@ -15,7 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.contenders import CONTENDERS, FLOOR, FLOOR_PTB, MESSAGES_PER_CHAT, PICKLE, SPECS, TARGET
+from benchmarks.contenders import (
+    CONTENDERS,
+    FLOOR,
+    FLOOR_EXACT,
+    FLOOR_PTB,
+    MESSAGES_PER_CHAT,
+    PICKLE,
+    SPECS,
+    TARGET,
+)
 from benchmarks.runner import EXTRA_RUNS, MEMORY, REPO, Case, fmt_time
 
 
@@ -138,7 +147,8 @@ def check_targets(cases: dict, budget: float) -> list[tuple[str, str, bool | Non
         case = cases.get((key, size))
         return case.phases.get(name) if case else None
 
-    for floor_key, floor_name in ((FLOOR, "the floor"), (FLOOR_PTB, "the floor as PTB calls it")):
+    for floor_key, floor_name in ((FLOOR, "the floor"), (FLOOR_PTB, "the floor as PTB calls it"),
+                                  (FLOOR_EXACT, "the floor as PTB calls it, exact types")):
         for k, limit in ((TARGET_K_SMALL, 1.5), (TARGET_K_LARGE, 1.3)):
             what = f"save round ≤ {limit}× {floor_name} (N={n:,}, K={k}; worst rounds)"
             ours, floor = phase(TARGET, f"round:{k}"), phase(floor_key, f"round:{k}")
@@ -150,7 +160,7 @@ def check_targets(cases: dict, budget: float) -> list[tuple[str, str, bool | Non
                                 worst <= limit and median <= limit))
             else:
                 results.append((what, "not measured in this run", None))
-        what = (f"worst event-loop stall ≤ {floor_name}'s worst + 5 ms (N={n:,}, K={TARGET_K_LARGE}, "
+        what = (f"worst event-loop stall ≤ the worst of {floor_name} + 5 ms (N={n:,}, K={TARGET_K_LARGE}, "
                 "all rounds)")
         ours, floor = phase(TARGET, f"round:{TARGET_K_LARGE}"), phase(floor_key, f"round:{TARGET_K_LARGE}")
         if ours and floor and ours.stalls and floor.stalls:
