@@ -1,0 +1,261 @@
+"""Adversarial review of ``SharedSQLitePersistence`` and ``lazy=True`` (review 4).
+
+The promises attacked (persistence/shared.py's module docstring, ``SQLitePersistence``'s ``lazy``
+argument): another program's change reaches the bot at a refresh or is merged by a save, a key
+both changed keeps the bot's value, an id is loaded at its first refresh, and data handed over for
+an id never loaded is merged with its stored row, never written over it.
+
+Every test drives a real Application (only the HTTP layer is offline) over a real SQLite file;
+"another program" is a second sqlite3 connection that commits. Tests marked ``xfail(strict=True)``
+show a bug of today's code (their reason names it); the others held and stay as regression tests.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sqlite3
+import warnings
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from telegram import Update
+from telegram.ext import Application, ContextTypes, MessageHandler, filters
+
+from bots.offline import ALICE, BOB, OfflineBotAPI, application_builder
+from bots.offline.updates import message_update
+from persistence import SharedSQLitePersistence, SQLitePersistence
+
+Action = Callable[[ContextTypes.DEFAULT_TYPE], None]
+
+
+class Bot:
+    """A real Application over ``persistence`` whose one handler matches every text message (so
+    PTB refreshes bot, chat and user data before it) and runs the test's ``action``, if any."""
+
+    def __init__(self, persistence: SQLitePersistence, context_types: ContextTypes | None = None) -> None:
+        self.api = OfflineBotAPI()
+        builder = application_builder(request=self.api, persistence=persistence)
+        if context_types is not None:
+            builder = builder.context_types(context_types)
+        self.app: Application = builder.build()
+        self.app.add_handler(MessageHandler(filters.TEXT, self._handle))
+        self.app.add_error_handler(self._record)
+        self.action: Action | None = None
+        self.errors: list[BaseException] = []
+
+    async def _handle(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if self.action is not None:
+            self.action(context)
+
+    async def _record(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert context.error is not None
+        self.errors.append(context.error)
+
+    async def start(self) -> Bot:
+        await self.app.initialize()
+        return self
+
+    async def message(self, action: Action | None = None, user: Any = ALICE) -> None:
+        """A message from ``user``: PTB refreshes that user's data, then the handler runs ``action``."""
+        self.action = action
+        try:
+            await self.app.process_update(message_update(self.app, self.api, "hi", user=user))
+        finally:
+            self.action = None
+
+    async def save(self) -> list[str]:
+        """PTB's periodic save, now; the RuntimeWarnings it gave."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            await self.app.update_persistence()
+        return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def other_program(db: Path, sql: str, *params: Any) -> None:
+    """Another program (an admin panel) runs ``sql`` on the bot's file with its own connection."""
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(sql, params)
+
+
+def other_program_sets_user(db: Path, user_id: int, name: str, value: Any) -> None:
+    other_program(db, "UPDATE user_data SET data = json_set(data, ?, json(?)) WHERE user_id = ?",
+                  f"$.{name}", json.dumps(value), user_id)
+
+
+def stored_user(db: Path, user_id: int) -> dict[str, Any] | None:
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT data FROM user_data WHERE user_id = ?", (user_id,)).fetchall()
+    return json.loads(rows[0][0]) if rows else None
+
+
+def stored_bot_data(db: Path) -> dict[str, Any]:
+    with closing(sqlite3.connect(db)) as conn:
+        [(data,)] = conn.execute("SELECT data FROM bot_data").fetchall()
+    return json.loads(data)
+
+
+def setter(kind: str, **values: Any) -> Action:
+    """A handler action: ``context.<kind>.update(values)``."""
+    return lambda context: getattr(context, kind).update(values)
+
+
+# ---- 1. bot_data: the bot's own change is skipped as "unchanged since the last save" --------------
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: sqlite.py _write_batch skips a bot_data write whose text equals _last_saved, but a "
+    "refresh of SharedSQLitePersistence took another program's value into live bot_data since: "
+    "the bot setting the key back to what it last saved is never written"))
+async def test_the_bot_setting_bot_data_back_after_a_refresh_took_another_programs_value_is_saved(db):
+    bot = await Bot(SharedSQLitePersistence(db)).start()
+    try:
+        await bot.message(setter("bot_data", maintenance=False))
+        await bot.save()
+        other_program(db, "UPDATE bot_data SET data = json_set(data, '$.maintenance', json('true'))")
+        await bot.message()  # the refresh takes the panel's maintenance=True
+        assert bot.app.bot_data["maintenance"] is True
+        await bot.message(setter("bot_data", maintenance=False))  # the bot's /resume command
+        await bot.save()
+        assert bot.errors == []
+        assert stored_bot_data(db) == {"maintenance": False}
+    finally:
+        await bot.app.shutdown()
+    restarted = await Bot(SharedSQLitePersistence(db)).start()
+    try:
+        assert restarted.app.bot_data == {"maintenance": False}
+    finally:
+        await restarted.app.shutdown()
+
+
+# ---- 2. lazy=True + a restart of the same Application ---------------------------------------------
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: with lazy=True a re-initialized Application keeps its live dicts (PTB's initialize() "
+    "only update()s them with {}), but SharedSQLitePersistence forgot their bases (_load_table -> "
+    "_forget_table): the first refresh takes only keys live lacks, so a key another program "
+    "changed while the bot was down keeps the old value and the next save writes it back"))
+async def test_lazy_restart_of_the_same_application_takes_a_change_made_while_the_bot_was_down(db):
+    bot = Bot(SharedSQLitePersistence(db, lazy=True))
+    await bot.start()
+    await bot.message(setter("user_data", plan="free", visits=1))
+    await bot.app.shutdown()  # saves, flush()es; the same Application starts again below
+    other_program_sets_user(db, ALICE.id, "plan", "premium")  # the panel, while the bot is down
+    await bot.app.initialize()
+    try:
+        await bot.message(setter("user_data", visits=2))  # first refresh of Alice in this run
+        await bot.save()
+        assert bot.errors == []
+        assert bot.app.user_data[ALICE.id]["plan"] == "premium"
+        assert stored_user(db, ALICE.id) == {"plan": "premium", "visits": 2}
+    finally:
+        await bot.app.shutdown()
+
+
+async def test_eager_restart_of_the_same_application_takes_a_change_made_while_the_bot_was_down(db):
+    """The same without lazy: start-up replaces the live dicts with the stored rows."""
+    bot = Bot(SharedSQLitePersistence(db))
+    await bot.start()
+    await bot.message(setter("user_data", plan="free", visits=1))
+    await bot.app.shutdown()
+    other_program_sets_user(db, ALICE.id, "plan", "premium")
+    await bot.app.initialize()
+    try:
+        await bot.message(setter("user_data", visits=2))
+        await bot.save()
+        assert stored_user(db, ALICE.id) == {"plan": "premium", "visits": 2}
+    finally:
+        await bot.app.shutdown()
+
+
+# ---- 3. data that is not a dict (pickle mode, bot_data of the bot's own class) ---------------------
+class Settings:
+    """bot_data of a bot's own class (context_types), not a dict: the merge cannot look inside."""
+
+    def __init__(self) -> None:
+        self.greeting = "hello"
+        self.counter = 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and vars(self) == vars(other)
+
+
+SETTINGS_TYPES = ContextTypes(bot_data=Settings)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: shared.py _refresh -> MergeBook.merge_into_live makes another program's non-dict row the "
+    "base without giving it to the live data, so the next save neither merges nor warns: the "
+    "change is overwritten silently (SQLitePersistence alone at least warns)"))
+async def test_a_non_dict_bot_data_changed_by_another_program_is_not_overwritten_silently(db):
+    bot = await Bot(SharedSQLitePersistence(db, serializer="pickle", context_types=SETTINGS_TYPES),
+                    SETTINGS_TYPES).start()
+    try:
+        await bot.save()
+        theirs = Settings()
+        theirs.greeting = "set by the panel"
+        other_program(db, "UPDATE bot_data SET data = ?", pickle.dumps(theirs))
+        await bot.message()  # refresh
+
+        def count(context: ContextTypes.DEFAULT_TYPE) -> None:
+            context.bot_data.counter += 1
+
+        await bot.message(count)
+        caught = await bot.save()
+        assert bot.errors == []
+        with closing(sqlite3.connect(db)) as conn:
+            [(data,)] = conn.execute("SELECT data FROM bot_data").fetchall()
+        kept = pickle.loads(data).greeting == "set by the panel" or bot.app.bot_data.greeting == (
+            "set by the panel")
+        assert kept or any("bot_data" in message for message in caught)
+    finally:
+        await bot.app.shutdown()
+
+
+# ---- 4. a save round that fails after it merged another program's change ---------------------------
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: shared.py MergeBook.took_into_save records another program's value as Taken before "
+    "COMMIT; when the round fails, the base stays the old row, and the retry's merge sees that "
+    "value in the bot's data as the bot's own change: the other program's next change of the key "
+    "is overwritten by its previous value"))
+async def test_a_failed_round_after_a_merge_does_not_turn_the_other_programs_value_into_the_bots(db):
+    bot = await Bot(SharedSQLitePersistence(db)).start()
+    try:
+        await bot.message(setter("user_data", note="none", visits=1), user=ALICE)
+        await bot.message(setter("user_data", visits=1), user=BOB)
+        await bot.save()
+        other_program_sets_user(db, ALICE.id, "note", "first")
+        # the panel also makes every write of Bob's row fail (a check of its own): the round fails
+        # after its merge of Alice's row took note="first" into the write
+        other_program(db, f"CREATE TRIGGER refuse_bob BEFORE UPDATE ON user_data WHEN NEW.user_id ="
+                          f" {BOB.id} BEGIN SELECT RAISE(ABORT, 'refused by the panel'); END")
+        bot.app.mark_data_for_update_persistence(user_ids=[ALICE.id, BOB.id])  # (a job, no refresh)
+        await bot.save()
+        assert bot.errors, "the round was meant to fail"
+        assert stored_user(db, ALICE.id) == {"note": "first", "visits": 1}
+        other_program(db, "DROP TRIGGER refuse_bob")
+        other_program_sets_user(db, ALICE.id, "note", "second")  # the panel corrects its note
+    finally:
+        await bot.app.shutdown()  # the last save and flush(): the kept writes are written
+    assert stored_user(db, ALICE.id) == {"note": "second", "visits": 1}
+
+
+async def test_a_round_that_merged_and_succeeded_lets_the_other_programs_next_change_through(db):
+    """The same without the failure: held."""
+    bot = await Bot(SharedSQLitePersistence(db)).start()
+    try:
+        await bot.message(setter("user_data", note="none", visits=1), user=ALICE)
+        await bot.save()
+        other_program_sets_user(db, ALICE.id, "note", "first")
+        bot.app.mark_data_for_update_persistence(user_ids=ALICE.id)
+        await bot.save()
+        assert stored_user(db, ALICE.id) == {"note": "first", "visits": 1}
+        other_program_sets_user(db, ALICE.id, "note", "second")
+        bot.app.mark_data_for_update_persistence(user_ids=ALICE.id)
+        await bot.save()
+        assert stored_user(db, ALICE.id) == {"note": "second", "visits": 1}
+        await bot.message()
+        assert bot.app.user_data[ALICE.id] == {"note": "second", "visits": 1}
+    finally:
+        await bot.app.shutdown()
