@@ -219,7 +219,8 @@ async def test_a_non_dict_bot_data_changed_by_another_program_is_not_overwritten
     "COMMIT; when the round fails, the base stays the old row, and the retry's merge sees that "
     "value in the bot's data as the bot's own change: the other program's next change of the key "
     "is overwritten by its previous value"))
-async def test_a_failed_round_after_a_merge_does_not_turn_the_other_programs_value_into_the_bots(db):
+@pytest.mark.parametrize("refresh", [False, True], ids=["retry", "refresh-then-retry"])
+async def test_a_failed_round_after_a_merge_does_not_turn_the_other_programs_value_into_the_bots(db, refresh):
     bot = await Bot(SharedSQLitePersistence(db)).start()
     try:
         await bot.message(setter("user_data", note="none", visits=1), user=ALICE)
@@ -236,6 +237,9 @@ async def test_a_failed_round_after_a_merge_does_not_turn_the_other_programs_val
         assert stored_user(db, ALICE.id) == {"note": "first", "visits": 1}
         other_program(db, "DROP TRIGGER refuse_bob")
         other_program_sets_user(db, ALICE.id, "note", "second")  # the panel corrects its note
+        if refresh:
+            await bot.message()
+            assert bot.app.user_data[ALICE.id]["note"] == "second"
     finally:
         await bot.app.shutdown()  # the last save and flush(): the kept writes are written
     assert stored_user(db, ALICE.id) == {"note": "second", "visits": 1}
@@ -352,3 +356,98 @@ async def test_pickle_user_data_of_the_bots_own_dict_class_keeps_its_class_throu
         assert type(alice) is Profile
     finally:
         await restarted.app.shutdown()
+
+
+# ---- 7. a round that fails on the lock, another program's change meanwhile, a refresh, the retry -----
+async def test_a_round_failed_on_the_lock_then_a_refresh_and_the_retry_keep_both_sides(db):
+    bot = await Bot(SharedSQLitePersistence(db, busy_timeout=0.05)).start()
+    try:
+        await bot.message(setter("user_data", note="none", visits=1))
+        await bot.save()
+        with closing(sqlite3.connect(db, isolation_level=None)) as panel:
+            panel.execute("BEGIN IMMEDIATE")  # the panel holds the write lock...
+            await bot.message(setter("user_data", visits=2))
+            await bot.save()
+            assert bot.errors, "the round was meant to fail on the lock"
+            panel.execute("UPDATE user_data SET data = json_set(data, '$.note', 'from the panel')"
+                          " WHERE user_id = ?", (ALICE.id,))
+            panel.execute("COMMIT")  # ...and writes its change as it lets go
+        bot.errors.clear()
+        await bot.message(setter("user_data", visits=3))  # refresh: takes the note
+        assert bot.app.user_data[ALICE.id] == {"note": "from the panel", "visits": 3}
+        await bot.save()
+        assert bot.errors == []
+        assert stored_user(db, ALICE.id) == {"note": "from the panel", "visits": 3}
+    finally:
+        await bot.app.shutdown()
+    assert stored_user(db, ALICE.id) == {"note": "from the panel", "visits": 3}
+
+
+# ---- 8. flush() failed (the file locked at shutdown), the same Application initialized again --------
+def count_visit(context: ContextTypes.DEFAULT_TYPE) -> None:
+    context.user_data["visits"] = context.user_data.get("visits", 0) + 1
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
+@pytest.mark.parametrize("cls", [SQLitePersistence, SharedSQLitePersistence], ids=lambda c: c.__name__)
+async def test_a_restart_after_a_failed_flush_keeps_the_unsaved_change(db, cls, lazy):
+    """Held: the second shutdown() writes what the failed flush() kept."""
+    from persistence.sqlite import SaveFailedError
+
+    bot = await Bot(cls(db, busy_timeout=0.05, lazy=lazy)).start()
+    await bot.message(count_visit)
+    await bot.save()
+    await bot.message(count_visit)  # visits=2, not saved yet
+    with closing(sqlite3.connect(db, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")  # a backup tool holds the file while the bot stops
+        with pytest.raises(SaveFailedError, match="user_data of user"):
+            await bot.app.shutdown()
+        other.execute("ROLLBACK")
+    # (PTB's shutdown() stopped at flush(): the Application is still initialized) shut down again
+    await bot.app.shutdown()
+    assert stored_user(db, ALICE.id) == {"visits": 2}
+    await bot.app.initialize()  # the notebook runs its cell again
+    try:
+        await bot.message(count_visit)
+        await bot.save()
+        assert bot.app.user_data[ALICE.id]["visits"] == 3
+    finally:
+        await bot.app.shutdown()
+    assert stored_user(db, ALICE.id) == {"visits": 3}
+
+
+# ---- 9. a key deleted vs a key set to None (null) by another program ----------------------------------
+async def test_a_key_set_to_none_and_a_key_deleted_by_another_program_stay_different(db):
+    bot = await Bot(SharedSQLitePersistence(db)).start()
+    try:
+        await bot.message(setter("user_data", a=1, b=2, c=3))
+        await bot.save()
+        other_program(db, "UPDATE user_data SET data = json_remove(json_set(data, '$.a', json('null')),"
+                          " '$.b') WHERE user_id = ?", ALICE.id)
+        await bot.message(setter("user_data", c=4))
+        assert bot.app.user_data[ALICE.id] == {"a": None, "c": 4}
+        await bot.save()
+        assert stored_user(db, ALICE.id) == {"a": None, "c": 4}
+    finally:
+        await bot.app.shutdown()
+
+
+# ---- 10. lazy + shared: a job writes a never-loaded user, another program edits, then a refresh ------
+async def test_lazy_shared_job_write_then_another_programs_edit_then_the_first_refresh(db):
+    first = await Bot(SharedSQLitePersistence(db, lazy=True)).start()
+    await first.message(setter("user_data", plan="free", tags=["a"], visits=1))
+    await first.app.shutdown()
+    bot = await Bot(SharedSQLitePersistence(db, lazy=True)).start()
+    try:
+        await bot.message(lambda c: c.application.user_data[ALICE.id].update(gift="cake"), user=BOB)
+        bot.app.mark_data_for_update_persistence(user_ids=ALICE.id)
+        await bot.save()
+        assert stored_user(db, ALICE.id) == {"plan": "free", "tags": ["a"], "visits": 1, "gift": "cake"}
+        other_program(db, "UPDATE user_data SET data = json_remove(json_set(data, '$.plan', 'gold'),"
+                          " '$.tags') WHERE user_id = ?", ALICE.id)
+        await bot.message(count_visit)  # Alice's first refresh in this run
+        assert bot.app.user_data[ALICE.id] == {"plan": "gold", "visits": 2, "gift": "cake"}
+        await bot.save()
+        assert stored_user(db, ALICE.id) == {"plan": "gold", "visits": 2, "gift": "cake"}
+    finally:
+        await bot.app.shutdown()
