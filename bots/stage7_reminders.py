@@ -46,6 +46,7 @@ from telegram.ext import (
 from telegram.request import BaseRequest
 
 from bots import jobs
+from bots.commands import UNKNOWN_COMMAND
 from bots.logs import log_error
 from bots.offline import OFFLINE_TOKEN, OfflineChat, Stage, run_stage
 from persistence.sqlite import DatabaseFileError, SQLitePersistence
@@ -309,6 +310,7 @@ def build_application(
     app.add_handler(CommandHandler("reminders", list_reminders))
     app.add_handler(CommandHandler("cancel", cancel))
     app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, migrate))
+    app.add_handler(UNKNOWN_COMMAND)  # last: answers the commands the handlers above leave
     app.add_error_handler(log_error)
     return app
 

@@ -47,10 +47,12 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
+from bots.commands import UNKNOWN_COMMAND
 from bots.local_postgres import database_url
 from bots.logs import configure_logging, log_error
 from bots.offline import OFFLINE_TOKEN
-from persistence.postgres import IsolatingApplication, PostgresPersistence
+from bots.offline.cli import reach_telegram, token_problem
+from persistence.postgres import IsolatingApplication, PostgresPersistence, PostgresSchemaError
 
 NAME, CITY = range(2)
 FORM = "form"
@@ -68,6 +70,18 @@ MODULE = "bots.stage9_several_processes"  # what the router runs, as `python -m 
 def worker_name() -> str:
     """This process's name in ``bot_data``: ``STAGE9_WORKER`` (set by the router), or its pid."""
     return os.environ.get("STAGE9_WORKER") or f"pid {os.getpid()}"
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Explain what the bot does."""
+    await update.effective_message.reply_text(
+        "I count messages - yours, this chat's, and each of my processes' - whichever of my "
+        "processes gets them. /form asks your name and city (its two steps may land on different "
+        "processes), /stats shows the counts.")
+
+
+def plural(number: int, word: str) -> str:
+    return f"{number} {word}" if number == 1 else f"{number} {word}s"
 
 
 async def count(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -108,8 +122,8 @@ async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     per_worker = ", ".join(f"{key}: {value}" for key, value in sorted(context.bot_data.items())) or "none"
     profile = context.user_data.get("profile")
     await update.effective_message.reply_text(
-        f"{update.effective_user.first_name}: {context.user_data.get('messages', 0)} messages, "
-        f"profile {profile}. This chat: {context.chat_data.get('messages', 0)} messages. "
+        f"{update.effective_user.first_name}: {plural(context.user_data.get('messages', 0), 'message')}, "
+        f"profile {profile}. This chat: {plural(context.chat_data.get('messages', 0), 'message')}. "
         f"Per process: {per_worker}.")
 
 
@@ -133,8 +147,10 @@ def build_application(
         states={NAME: [MessageHandler(text, form_name)], CITY: [MessageHandler(text, form_city)]},
         fallbacks=[], name=FORM, persistent=persistence is not None,
     ))
+    app.add_handler(CommandHandler(["start", "help"], start))
     app.add_handler(CommandHandler("stats", stats))
     app.add_handler(MessageHandler(text, count))
+    app.add_handler(UNKNOWN_COMMAND)  # last: answers the commands the handlers above leave
     app.add_error_handler(log_error)
     return app
 
@@ -154,22 +170,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: 4 for --demo and BOT_TOKEN, else one)")
     parser.add_argument("--worker", metavar="NAME", help=argparse.SUPPRESS)  # started by the router
+    parser.add_argument("--debug", action="store_true",
+                        help="log everything, PTB's tracebacks included (the token stays hidden)")
     args = parser.parse_args(argv)
     token = os.environ.get("BOT_TOKEN")
-    configure_logging(logging.INFO if token else logging.WARNING)
+    configure_logging(logging.DEBUG if args.debug else logging.INFO if token else logging.WARNING, token)
+    if not args.debug:
+        logging.getLogger("pgserver").setLevel(logging.WARNING)  # its start-up chatter
     if args.worker:
         # (the address comes in the environment, where other users cannot read it, unlike argv)
         return asyncio.run(workers.run_worker(sys.modules[__name__], os.environ["DATABASE_URL"],
                                               args.worker, token))
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
-    if args.demo:  # (a temporary server: stopped, then its directory removed, when this exits)
-        dsn = database_url(Path(tempfile.mkdtemp(prefix="cookbook-stage9-")), delete=True)
-        return asyncio.run(workers.demo(MODULE, dsn, args.workers or 4))
-    dsn = database_url(Path("stage9-postgres").resolve())
-    if token:
-        return asyncio.run(workers.receive_and_route(MODULE, dsn, args.workers or 4, token))
-    return asyncio.run(workers.terminal_chat(sys.modules[__name__], dsn))
+    problem = token and not args.demo and (token_problem(token) or asyncio.run(reach_telegram(token)))
+    if problem:  # (before any server starts or worker is spawned)
+        print(problem, file=sys.stderr)
+        return 1
+    try:
+        if args.demo:  # (a temporary server: stopped, then its directory removed, when this exits)
+            dsn = database_url(Path(tempfile.mkdtemp(prefix="cookbook-stage9-")), delete=True)
+            return asyncio.run(workers.demo(MODULE, dsn, args.workers or 4))
+        dsn = database_url(Path("stage9-postgres").resolve())
+        if token:
+            return asyncio.run(workers.receive_and_route(MODULE, dsn, args.workers or 4, token))
+        return asyncio.run(workers.terminal_chat(sys.modules[__name__], dsn))
+    except PostgresSchemaError as exc:  # no server at DATABASE_URL, another program's tables...
+        print(exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # the chat has shut the bot down, which saved
+        print("\n(Ctrl+C: the bot stopped and saved its data)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -216,18 +216,18 @@ async def _say(router: Router, make: UpdateMaker, text: str, user: User, chat: C
 
 
 async def terminal_chat(stage: ModuleType, dsn: str) -> int:
-    """The offline chat in this terminal, one process: each line is a message from Alice."""
+    """The offline chat in this terminal, one process: each line is a message from Alice (and
+    ``/restart``, ``/quit``, as in the other stages' chats)."""
     from bots.offline import OfflineChat
+    from bots.offline.cli import StdinLines, say
 
     print(f"Offline chat with the stage 9 bot (one process; data in PostgreSQL at {safe_dsn(dsn)}). "
-          "Lines are messages from Alice; /quit or end of input saves and exits.", file=sys.stderr)
+          "Lines are messages from Alice; /restart restarts the bot; /quit, end of input or Ctrl+C "
+          "saves and exits.", file=sys.stderr)
+    lines = StdinLines()
     async with OfflineChat(stage.build_application, lambda: stage.make_persistence(dsn)) as chat:
-        while line := await asyncio.to_thread(sys.stdin.readline):
-            if line.strip() == "/quit":
-                break
-            if line.strip():
-                for reply in await chat.send(line.rstrip("\n")):
-                    print(f"bot> {reply}")
+        while (line := await lines.readline()) and line.strip() != "/quit":
+            await say(chat, line.rstrip("\n"))
     return 0
 
 

@@ -94,7 +94,6 @@ import shutil
 import sqlite3
 import sys
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -540,12 +539,9 @@ class PostgresStore(Store):
         self._codecs = {}
 
     def __str__(self) -> str:
-        address = urllib.parse.urlsplit(self.location)
-        shown = self.location
-        if address.password:  # never print a password
-            shown = urllib.parse.urlunsplit(
-                address._replace(netloc=address.netloc.replace(f":{address.password}@", ":***@")))
-        return f"{shown} (schema {self.schema})"
+        from persistence.postgres import safe_dsn  # (never print a password)
+
+        return f"{safe_dsn(self.location)} (schema {self.schema})"
 
     def exists(self) -> bool:
         return True  # a server: read() says what the schema holds

@@ -1,7 +1,9 @@
 """PostgresPersistence: several python-telegram-bot (v22) processes sharing one PostgreSQL database.
 
 Copy this file into your project together with ``sqlite.py`` and ``shared.py`` (it reuses their
-exact JSON codec and their merge); it needs ``python-telegram-bot`` and ``asyncpg``::
+exact JSON codec and their merge; change the two imports ``persistence.shared`` and
+``persistence.sqlite`` below to where you put them, or keep all three in a ``persistence/``
+package); it needs ``python-telegram-bot`` and ``asyncpg``::
 
     from postgres_persistence import IsolatingApplication, PostgresPersistence
 
@@ -305,6 +307,11 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                 if self._pool is None:
                     try:
                         pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
+                    except asyncpg.ClientConfigurationError as exc:  # waiting will not help
+                        raise PostgresSchemaError(
+                            f"{safe_dsn(self.dsn)} is not a usable PostgreSQL address ({exc}). Write "
+                            "it as postgresql://user:password@host:port/database."
+                        ) from exc
                     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                         raise DatabaseUnreachableError(
                             f"Cannot connect to PostgreSQL at {safe_dsn(self.dsn)}: {exc}. Check that "

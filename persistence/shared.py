@@ -32,13 +32,15 @@ bookkeeping) - knows nothing about SQLite: ``postgres.py`` uses it too.
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 import zlib
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
+from telegram.ext import ContextTypes, PersistenceInput
 
 from persistence.sqlite import (
     DELETE,
@@ -248,8 +250,20 @@ class SharedSQLitePersistence(SQLitePersistence):
     id's first refresh merges its whole stored row into the live data (its base is ``{}``).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        filepath: str | os.PathLike[str] = "bot.sqlite3",
+        *,
+        store_data: PersistenceInput | None = None,
+        update_interval: float = 60,
+        serializer: Literal["json", "pickle"] = "json",
+        busy_timeout: float = 5.0,
+        context_types: ContextTypes[Any, Any, Any, Any] | None = None,
+        lazy: bool = False,
+    ) -> None:
+        super().__init__(filepath, store_data=store_data, update_interval=update_interval,
+                         serializer=serializer, busy_timeout=busy_timeout,
+                         context_types=context_types, lazy=lazy)
         self._book = MergeBook()
         self._handed: dict[Write, list[Taken]] = {}  # per write of the save round being written
         self._packed: dict[Write, tuple[Any, bytes]] = {}  # (stored form, packed) per write

@@ -624,6 +624,10 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         except FileExistsError:
             pass  # an existing file is checked below, never recreated
         except OSError as exc:
+            if not path.resolve().parent.exists():
+                raise DatabaseFileError(f"Cannot create the database file {path}: the directory "
+                                        f"{path.resolve().parent} does not exist. Create it, or "
+                                        "choose another path.") from exc
             raise DatabaseFileError(
                 f"Cannot create the database file {path}: {exc.strerror}. "
                 "Choose a path in a directory this user can write to."
@@ -685,7 +689,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             if stored != self.serializer:
                 raise DatabaseFileError(
                     f"{self.filepath} stores its data with serializer={stored!r}, but this "
-                    f"SQLitePersistence was created with serializer={self.serializer!r}. "
+                    f"{type(self).__name__} was created with serializer={self.serializer!r}. "
                     f"It was not changed. Pass serializer={stored!r}."
                 )
             for statement in _TRIGGERS:  # a table rebuilt without them gets them back

@@ -425,3 +425,9 @@ async def test_a_row_another_program_changed_is_overwritten_only_with_a_warning_
     await p.flush()
     stored = rows(db, "SELECT data FROM user_data ORDER BY user_id")
     assert stored == [('{"name":"Ada L"}',), ('{"name":"B"}',)]
+
+
+async def test_a_path_in_a_missing_directory_names_the_directory(tmp_path):
+    with pytest.raises(DatabaseFileError, match=r"the directory .*no-such-dir does not exist\. Create it"):
+        await SQLitePersistence(tmp_path / "no-such-dir" / "bot.sqlite3").get_bot_data()
+    assert not (tmp_path / "no-such-dir").exists()

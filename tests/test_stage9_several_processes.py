@@ -221,7 +221,7 @@ async def test_the_offline_chat_keeps_a_form_across_a_restart():
         assert await chat.send("Rome") == ["Thank you, Alice: Alice from Rome. Forms completed by you: 1."]
         await chat.send("hello")
         await chat.restart()
-        assert (await chat.send("/stats"))[0].startswith("Alice: 1 messages, profile {'name': 'Alice'")
+        assert (await chat.send("/stats"))[0].startswith("Alice: 1 message, profile {'name': 'Alice'")
 
 
 async def test_the_private_ptb_attribute_postgres_py_uses_is_still_there():
@@ -496,3 +496,35 @@ async def test_bot_data_keys_a_save_merged_in_reach_live_data_and_are_never_take
     reader = make()
     assert await reader.get_bot_data() == {"handled by w1": 2, "handled by w2": 2}
     await reader.flush()
+
+
+# ---- the command line, as a user runs it ----------------------------------------------------------
+def test_the_command_line_says_what_is_wrong_in_one_line(tmp_path):
+    """A malformed BOT_TOKEN, an unreachable Telegram, an address that is not one: one line each,
+    no traceback, exit code 1 (and no worker started for a token that cannot work)."""
+    from helpers import run_cli
+
+    cases = [({"BOT_TOKEN": "abc"}, "BOT_TOKEN is malformed"),
+             ({"BOT_TOKEN": "123:abc"}, "Cannot reach Telegram"),
+             ({"DATABASE_URL": "not a url"}, "is not a usable PostgreSQL address"),
+             ({"DATABASE_URL": "postgresql://bot:hunter2@/bot?host=/nonexistent"}, "Cannot connect")]
+    for env, expected in cases:
+        result = run_cli("stage9_several_processes", stdin="hello\n", cwd=tmp_path, env=env)
+        assert result.returncode == 1, (env, result.stdout, result.stderr)
+        lines = [line for line in result.stderr.splitlines() if not line.startswith("Offline chat")]
+        assert len(lines) == 1 and expected in lines[0], (env, result.stderr)
+        assert "hunter2" not in result.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing may be started or created"
+
+
+def test_the_offline_chat_restarts_and_answers_unknown_commands(tmp_path):
+    from helpers import run_cli
+
+    env = {"DATABASE_URL": database_url(), "STAGE9_SCHEMA": fresh_schema("chat")}
+    result = run_cli("stage9_several_processes", stdin="/start\nhello\n/restart\n/stats\n/foo\n",
+                     cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    before, after = result.stdout.split("(the bot restarted)")
+    assert "/form" in before and "your message 1" in before
+    assert "Alice: 1 message, " in after and "This chat: 1 message." in after
+    assert "I don't know /foo. My commands: /form, /help, /start, /stats" in after

@@ -133,13 +133,17 @@ def _with_cli_hints(message: str, stage: Stage) -> str:
     advice = re.findall(r"serializer=['\"](json|pickle)['\"]", message)
     if stage.serializer_option and advice:
         message += f"\nOn the command line: --serializer {advice[-1]}."
+    elif advice:
+        message += (f"\nThis stage stores JSON and has no --serializer option: give it another file "
+                    f"with --file (stage 3 reads both: python -m bots.stage3_sqlite_logger "
+                    f"--serializer {advice[-1]} --file ...).")
     return message
 
 
 # ---- on Telegram -------------------------------------------------------------------------------
 def _poll(stage: Stage, token: str, make_persistence: Callable[[], BasePersistence], path: Path) -> int:
     """Check the token with one getMe, then poll until Ctrl+C (``run_polling`` saves on the way out)."""
-    problem = token_problem(token) or asyncio.run(_reach_telegram(token))
+    problem = token_problem(token) or asyncio.run(reach_telegram(token))
     if problem:
         print(problem, file=sys.stderr)
         return 1
@@ -160,7 +164,7 @@ def token_problem(token: str) -> str | None:
             "(like 123456789:AAF...). Copy it again from @BotFather.")
 
 
-async def _reach_telegram(token: str) -> str | None:
+async def reach_telegram(token: str) -> str | None:
     """Ask Telegram who the bot is (``getMe``): a rejected token or no network becomes one line
     here instead of PTB's retry loop and traceback (which go to the log at DEBUG)."""
     try:
@@ -253,7 +257,7 @@ async def _terminal_chat(stage: Stage, make_persistence: Callable[[], BasePersis
                 line = await lines.readline()
                 if not line or line.strip() == "/quit":
                     break
-                await _say(chat, line.rstrip("\n"))
+                await say(chat, line.rstrip("\n"))
         finally:
             printer.cancel()
             _print_replies(chat.unprompted_messages())
@@ -262,7 +266,7 @@ async def _terminal_chat(stage: Stage, make_persistence: Callable[[], BasePersis
     return 0
 
 
-async def _say(chat: OfflineChat, text: str) -> None:
+async def say(chat: OfflineChat, text: str) -> None:
     """One line of the terminal chat: a message, or /restart, or /click LABEL."""
     if not text.strip():
         return
