@@ -32,6 +32,7 @@ bookkeeping) - knows nothing about SQLite: ``postgres.py`` uses it too.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import pickle
 import zlib
@@ -45,6 +46,7 @@ from telegram.ext import ContextTypes, PersistenceInput
 from persistence.sqlite import (
     DELETE,
     KEY_COLUMN,
+    LAZY,
     DataNotStorableError,
     SQLitePersistence,
     Write,
@@ -143,8 +145,9 @@ class MergeBook:
         # save: inside the write transaction
         value, handed = book.hand_over("bot_data", 0, value)
         taken = merge(value, theirs, decoded_base)         # if the stored version differs
-        book.took_into_save("bot_data", 0, value, taken)   # value now holds their keys too
-        book.saved("bot_data", 0, (new_version, stored_value), handed)   # after COMMIT
+        # ... write value with their keys (taken) too; then, after COMMIT:
+        book.took_into_save("bot_data", 0, value, taken)
+        book.saved("bot_data", 0, (new_version, stored_value), handed)
     """
 
     def __init__(self) -> None:
@@ -183,12 +186,13 @@ class MergeBook:
         """A refresh read ``row`` (``None``: the row is gone), decoded as ``theirs`` (``{}`` if
         gone), with ``base`` the decoded base: take their changes into ``live``, in place.
         ``changes``: :func:`their_changes` of the two, if already computed (in a worker thread)."""
-        if isinstance(theirs, dict) and isinstance(base, dict):
-            if changes is None:
-                changes = their_changes(theirs, base)
-            for name, value in changes.items():
-                if same(live.get(name, DELETE), base.get(name, DELETE)):
-                    self._take(table, key, name, value, live, live)
+        if not (isinstance(theirs, dict) and isinstance(base, dict)):
+            return  # no keys to merge: the base stays, so the next save of the row warns
+        if changes is None:
+            changes = their_changes(theirs, base)
+        for name, value in changes.items():
+            if same(live.get(name, DELETE), base.get(name, DELETE)):
+                self._take(table, key, name, value, live, live)
         if row is None:
             self._base.pop((table, key), None)
         else:
@@ -202,7 +206,7 @@ class MergeBook:
         taken = self._taken.get((table, key))
         if not taken or not isinstance(value, dict):
             return value, []
-        new = dict(value)
+        new = copy.copy(value)  # (of the value's own class: a dict subclass stays one)
         handed = []
         for change in taken.values():
             if change.live is None:  # only a saved row has it: give it unless the bot changed it
@@ -215,8 +219,9 @@ class MergeBook:
 
     def took_into_save(self, table: str, key: Any, value: dict[Any, Any],
                        taken: dict[Any, Any]) -> None:
-        """``value``, about to be saved, takes ``taken`` (from :func:`merge`), in place; PTB's live
-        data gets them at the next refresh."""
+        """A save wrote ``value`` with ``taken`` (from :func:`merge`) and was committed: ``value``
+        takes them, in place, and PTB's live data gets them at the next refresh. (Not before
+        COMMIT: a failed round's retry must merge again, with the base the row still has.)"""
         for name, new in taken.items():
             self._take(table, key, name, new, value, None)
 
@@ -266,6 +271,7 @@ class SharedSQLitePersistence(SQLitePersistence):
                          context_types=context_types, lazy=lazy)
         self._book = MergeBook()
         self._handed: dict[Write, list[Taken]] = {}  # per write of the save round being written
+        self._took: dict[Write, dict[Any, Any]] = {}  # per write: keys its merge took from the row
         self._packed: dict[Write, tuple[Any, bytes]] = {}  # (stored form, packed) per write
 
     # ---- what this instance knows of each row --------------------------------------------------------
@@ -305,12 +311,17 @@ class SharedSQLitePersistence(SQLitePersistence):
                 stored, packed = self._packed.pop(write, (None, None))
                 if stored is not write.params[1]:  # encoded again by a merge (rare), or not merged
                     packed = self._pack(write.table, write.params[1])
+                taken = self._took.pop(write, None)
+                if taken:
+                    self._book.took_into_save(write.table, write.key, write.value, taken)
                 self._book.saved(write.table, write.key, (write.params[2], packed),
                                  self._handed.pop(write, []))
 
     # ---- refresh ------------------------------------------------------------------------------------
     async def _refresh(self, table: str, key: int, live: dict[Any, Any]) -> None:
         """Bring ``live`` (the dict a handler is about to use) up to date with the file, in place."""
+        if self.lazy and table in LAZY:
+            self._in_live[table].add(key)  # (reloaded if the Application starts again)
         self._book.catch_up(table, key, live)
         before = self._book.base(table, key)
         db = await self._connection()
@@ -326,6 +337,7 @@ class SharedSQLitePersistence(SQLitePersistence):
             self._decode_and_compare, table, row, before, what)
         if self._book.base(table, key) is not before:
             return  # a save wrote this row meanwhile: what was read is not news
+        self._last_saved.pop(table, None)  # (bot_data: the stored row is not what this instance saved)
         seen = None if row is None else (row[0], packed)
         self._book.merge_into_live(table, key, live, theirs, base, seen, changes)
 
@@ -366,7 +378,7 @@ class SharedSQLitePersistence(SQLitePersistence):
     async def _other_writers(self, db: aiosqlite.Connection, batch: list[Write], every_row: bool) -> None:
         """Inside the save's transaction: keep what refreshes merged into live data, and merge
         another program's changes to the rows being written into them."""
-        self._handed = {}
+        self._handed, self._took = {}, {}
         stale = []  # writes whose value changed since it was encoded: encoded again at the end
         for write in batch:  # one instant, no await: what refreshes merged in so far
             if write.table in MERGED and write.value is not DELETE:
@@ -388,16 +400,23 @@ class SharedSQLitePersistence(SQLitePersistence):
                     self._fail(write, exc)
                     batch.remove(write)
                     continue
-                if taken:
-                    self._book.took_into_save(table, key, write.value, taken)
+                if taken:  # written with their keys; noted once committed (_committed)
+                    self._took[write] = taken
                     stale.append(write)
         for write in dict.fromkeys(stale):  # (once each, in order)
             if write in batch:  # (a write whose merge failed has left it)
                 await asyncio.to_thread(self._encode_again, write)
 
     def _encode_again(self, write: Write) -> None:
-        """In a worker thread (a row may be large): ``write``'s new value encoded, and packed."""
-        stored = self.encode(write.value, write.what)
+        """In a worker thread (a row may be large): ``write``'s value with the keys taken from
+        another program encoded, and packed. ``write.value`` itself stays as it was: if the round
+        fails, its retry merges again with whatever the row holds then."""
+        value = write.value
+        if write in self._took:
+            value = copy.copy(value)  # (of the value's own class)
+            for name, new in self._took[write].items():
+                put(value, name, new)
+        stored = self.encode(value, write.what)
         self._packed[write] = (stored, self._pack(write.table, stored) or b"")
         write.params = (write.key, stored, write.params[2])
 

@@ -114,7 +114,7 @@ for _table, _column in KEY_COLUMN.items():
     ]
 
 _SAVED_EVERY_ROUND = ("bot_data", "callback_data")  # PTB writes these at every save, changed or not
-_LAZY = ("user_data", "chat_data")  # the tables lazy=True loads one id at a time
+LAZY = ("user_data", "chat_data")  # the tables lazy=True loads one id at a time
 
 # what error messages call a row of each table
 _WHAT = {"user_data": "user_data of user {}", "chat_data": "chat_data of chat {}",
@@ -599,7 +599,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         self._loaded: set[str] = set()  # tables PTB loaded since the last flush (its live data)
         self.lazy = lazy
         # lazy: ids whose stored row PTB's live data has got (by a refresh), per table
-        self._in_live: dict[str, set[int]] = {table: set() for table in _LAZY}
+        self._in_live: dict[str, set[int]] = {table: set() for table in LAZY}
         # lazy: stored keys a save kept for an id not in live data yet: {(table, key): {name: value}}
         self._kept: dict[tuple[str, int], dict[Any, Any]] = {}
 
@@ -638,7 +638,8 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             raise self._file_error(exc) from exc
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            await self._check_schema(db)
+            if not self._checked:  # (it takes the write lock: not for a file checked already)
+                await self._check_schema(db)
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash never corrupts the file
             await db.execute("PRAGMA secure_delete = ON")  # deleted data is overwritten, not left
@@ -964,23 +965,34 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
 
     # ---- reading ------------------------------------------------------------------------------------
     async def _load_table(self, table: str) -> dict[int, Any]:
-        if self.lazy and table in _LAZY:  # start-up loads nothing; refresh_* loads an id
-            self._loaded.add(table)
-            self._forget_table(table)
-            self._in_live[table].clear()
-            self._kept = {row: kept for row, kept in self._kept.items() if row[0] != table}
-            return {}
-        rows, schema = await self._read_at_start(f"SELECT {KEY_COLUMN[table]}, data, version FROM {table}")
-        first = table not in self._loaded  # Application.initialize(): this becomes live data
+        """A table as ``Application.initialize()`` loads it (the first call since a ``flush()``:
+        it becomes PTB's live data), or as a later caller (a ``/stats`` command) reads it."""
+        first = table not in self._loaded
+        self._loaded.add(table)
+        sql, params = f"SELECT {KEY_COLUMN[table]}, data, version FROM {table}", ""
+        lazy = self.lazy and table in LAZY
+        if lazy:  # start-up loads nothing; refresh_* loads an id. But an Application started
+            # again keeps its live dicts, and only update()s them with what this returns: the ids
+            # it had loaded are loaded again, so that changes made while it was stopped reach it
+            again = sorted(self._in_live[table]) if first else []
+            if first:
+                self._in_live[table].clear()
+                self._kept = {row: kept for row, kept in self._kept.items() if row[0] != table}
+            sql += f" WHERE {KEY_COLUMN[table]} IN (SELECT value FROM json_each(?))"
+            params = json.dumps(again)
+        rows, schema = await self._read_at_start(sql, (params,) if lazy else ())
         if self._schema_version is None:  # (versions known from before stay this schema's: a
             self._schema_version = schema  # change since shows at the next save, _schema_changed)
-        self._loaded.add(table)
         if first:
             self._forget_table(table)  # knowledge from before a flush() may be stale
         loaded = await asyncio.to_thread(self._decode_rows, table, rows)
-        if first:  # a later call (a /stats command...) says nothing about the live data
+        if first:  # a later call says nothing about the live data
             for key, data, version in rows:
                 self._remember(table, key, version, data)
+            if lazy:  # (an id whose row is gone gets a new, empty dict: nothing to load)
+                empty = self.context_types.user_data if table == "user_data" else self.context_types.chat_data
+                loaded = {**{key: empty() for key in again}, **loaded}
+                self._in_live[table].update(again)
         return loaded
 
     def _decode_rows(self, table: str, rows: list[Any]) -> dict[int, Any]:
@@ -999,7 +1011,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
     async def stored_ids(self, table: Literal["user_data", "chat_data"]) -> list[int]:
         """The ids of every stored user (``"user_data"``) or chat (``"chat_data"``), loaded or
         not: what a broadcast iterates over when ``lazy=True`` (see the class docstring)."""
-        if table not in _LAZY:
+        if table not in LAZY:
             raise ValueError(f"stored_ids() takes 'user_data' or 'chat_data', not {table!r}")
         db = await self._connection()
         async with self._busy:
@@ -1032,7 +1044,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         """lazy, inside a save's transaction: data of an id PTB has not loaded gets the stored
         keys it lacks, so that the save does not write over them; they are kept in memory until
         the id's first refresh hands them to the live data."""
-        for table in _LAZY:
+        for table in LAZY:
             writes = {w.key: w for w in batch if w.table == table and w.value is not DELETE
                       and w.key not in self._in_live[table]}
             unread = [key for key in writes if (table, key) not in self._kept]
