@@ -340,6 +340,9 @@ class SharedSQLitePersistence(SQLitePersistence):
         self._last_saved.pop(table, None)  # (bot_data: the stored row is not what this instance saved)
         seen = None if row is None else (row[0], packed)
         self._book.merge_into_live(table, key, live, theirs, base, seen, changes)
+        if before is None and self.lazy and table in LAZY and changes:  # a first load
+            self._gave(table, key, live, {name: value for name, value in changes.items()
+                                          if live.get(name, DELETE) is value})
 
     def _decode_and_compare(self, table: str, row: Any, base: Row | None,
                             what: str) -> tuple[Any, Any, Any, bytes | None]:

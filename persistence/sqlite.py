@@ -602,6 +602,8 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         self._in_live: dict[str, set[int]] = {table: set() for table in LAZY}
         # lazy: stored keys a save kept for an id not in live data yet: {(table, key): {name: value}}
         self._kept: dict[tuple[str, int], dict[Any, Any]] = {}
+        # lazy: PTB's live dict and the stored keys a first refresh gave it, until the next save
+        self._given: dict[tuple[str, int], tuple[dict[Any, Any], dict[Any, Any]]] = {}
 
     # ---- the connection ---------------------------------------------------------------------------
     async def _connection(self) -> aiosqlite.Connection:
@@ -763,6 +765,8 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
 
         PTB starts all writes of a save round at once; :class:`SaveRounds` commits them together."""
         what = what or describe_row(table, key)
+        if value is not DELETE:
+            self._given.pop((table, key), None)  # (see _gave)
         if table in KEY_COLUMN and (type(key) is not int or not -(2**63) <= key < 2**63):
             raise DataNotStorableError(f"Cannot store {what}: the id {key!r} is not an int in "
                                        "SQLite's 64-bit range.")
@@ -978,6 +982,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             if first:
                 self._in_live[table].clear()
                 self._kept = {row: kept for row, kept in self._kept.items() if row[0] != table}
+                self._given = {row: given for row, given in self._given.items() if row[0] != table}
             sql += f" WHERE {KEY_COLUMN[table]} IN (SELECT value FROM json_each(?))"
             params = json.dumps(again)
         rows, schema = await self._read_at_start(sql, (params,) if lazy else ())
@@ -1033,9 +1038,10 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         what = describe_row(table, key)
         stored = await asyncio.to_thread(self.decode, rows[0][0], what) if rows else {}
         check_lazy(stored, live, what)
-        for name, value in {**stored, **self._kept.pop((table, key), {})}.items():
-            if name not in live:
-                live[name] = value
+        given = {name: value for name, value in {**stored, **self._kept.pop((table, key), {})}.items()
+                 if name not in live}
+        live.update(given)
+        self._gave(table, key, live, given)
         self._in_live[table].add(key)
         if rows:
             self._versions[table].setdefault(key, rows[0][1])
@@ -1161,8 +1167,19 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         self._dropped("chat_data", chat_id)
         await self._write("chat_data", chat_id, DELETE)
 
+    def _gave(self, table: str, key: int, live: dict[Any, Any], given: dict[Any, Any]) -> None:
+        """lazy: a first refresh gave ``live`` these stored keys. Until the id's next save: PTB may
+        have dropped the id before that refresh (``Application.drop_user_data`` of a user not
+        loaded, then a message from them), and then its save is a drop that must take them out."""
+        if given:
+            self._given[table, key] = (live, given)
+
     def _dropped(self, table: str, key: Any) -> None:
         self._kept.pop((table, key), None)
+        live, given = self._given.pop((table, key), (None, {}))
+        for name, value in given.items():  # (unless the bot has set them anew since)
+            if live is not None and live.get(name, DELETE) is value:
+                del live[name]
         if self.lazy and isinstance(key, int):
             self._in_live[table].add(key)  # nothing stored to load: PTB's new dict is the truth
 
