@@ -403,7 +403,9 @@ class SharedSQLitePersistence(SQLitePersistence):
                     self._fail(write, exc)
                     batch.remove(write)
                     continue
-                if taken:  # written with their keys; noted once committed (_committed)
+                if taken is None:  # their row is no dict: nothing to merge into
+                    self._warn_overwrite(table, key)
+                elif taken:  # written with their keys; noted once committed (_committed)
                     self._took[write] = taken
                     stale.append(write)
         for write in dict.fromkeys(stale):  # (once each, in order)
@@ -423,10 +425,11 @@ class SharedSQLitePersistence(SQLitePersistence):
         self._packed[write] = (stored, self._pack(write.table, stored) or b"")
         write.params = (write.key, stored, write.params[2])
 
-    def _merge_into_save(self, write: Write, data: Any, base: Row | None) -> dict[Any, Any]:
-        """In a worker thread: the keys to take from another program's row (``data``)."""
+    def _merge_into_save(self, write: Write, data: Any, base: Row | None) -> dict[Any, Any] | None:
+        """In a worker thread: the keys to take from another program's row (``data``); ``None``
+        if that row is not a dict (then the save overwrites it, with a warning)."""
         theirs, decoded_base = self._decode_both(None if data is None else (None, data), base, write.what)
         if not isinstance(theirs, dict):
-            return {}
-        return merge(write.value, theirs, decoded_base)
+            return None
+        return merge(write.value, theirs, decoded_base if isinstance(decoded_base, dict) else {})
 

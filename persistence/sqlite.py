@@ -543,9 +543,11 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             lacks are kept, and reach the live data at that id's first refresh.
 
             What sees only loaded ids: iterating ``application.user_data`` / ``chat_data`` (a
-            broadcast), their ``len()``, and ``migrate_chat_data`` of a chat not loaded (its data
-            would not move: in the handler of the migration update it is loaded; elsewhere, first
-            ``await persistence.refresh_chat_data(old_id, application.chat_data[old_id])``).
+            broadcast), their ``len()``, and ``migrate_chat_data`` of a chat not loaded: its data
+            would not move, and PTB's drop of the old id deletes the stored row. In a handler of
+            the message with ``migrate_to_chat_id`` (sent in the old group) the old chat is loaded;
+            elsewhere (the ``migrate_from_chat_id`` message, a job), first ``await
+            persistence.refresh_chat_data(old_id, application.chat_data[old_id])``.
             The right way to reach every stored user::
 
                 async def broadcast(context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -6,8 +6,8 @@ both changed keeps the bot's value, an id is loaded at its first refresh, and da
 an id never loaded is merged with its stored row, never written over it.
 
 Every test drives a real Application (only the HTTP layer is offline) over a real SQLite file;
-"another program" is a second sqlite3 connection that commits. Tests marked ``xfail(strict=True)``
-show a bug of today's code (their reason names it); the others held and stay as regression tests.
+"another program" is a second sqlite3 connection that commits. The tests that found a bug
+were marked ``xfail(strict=True)`` until it was fixed; all of them are regression tests now.
 """
 
 from __future__ import annotations
@@ -105,10 +105,6 @@ def setter(kind: str, **values: Any) -> Action:
 
 
 # ---- 1. bot_data: the bot's own change is skipped as "unchanged since the last save" --------------
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: sqlite.py _write_batch skips a bot_data write whose text equals _last_saved, but a "
-    "refresh of SharedSQLitePersistence took another program's value into live bot_data since: "
-    "the bot setting the key back to what it last saved is never written"))
 async def test_the_bot_setting_bot_data_back_after_a_refresh_took_another_programs_value_is_saved(db):
     bot = await Bot(SharedSQLitePersistence(db)).start()
     try:
@@ -131,12 +127,6 @@ async def test_the_bot_setting_bot_data_back_after_a_refresh_took_another_progra
 
 
 # ---- 2. lazy=True + a restart of the same Application ---------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: with lazy=True a re-initialized Application keeps its live dicts (PTB's initialize() "
-    "only update()s them with {}), but SharedSQLitePersistence forgot their bases (_load_table -> "
-    "_forget_table): the first refresh takes only keys live lacks, so a key another program "
-    "changed (or deleted) while the bot was down keeps its old value and the next save writes it "
-    "back"))
 @pytest.mark.parametrize("edit", ["changed", "deleted"])
 async def test_lazy_restart_of_the_same_application_takes_a_change_made_while_the_bot_was_down(db, edit):
     bot = Bot(SharedSQLitePersistence(db, lazy=True))
@@ -190,10 +180,6 @@ class Settings:
 SETTINGS_TYPES = ContextTypes(bot_data=Settings)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: shared.py _refresh -> MergeBook.merge_into_live makes another program's non-dict row the "
-    "base without giving it to the live data, so the next save neither merges nor warns: the "
-    "change is overwritten silently (SQLitePersistence alone at least warns)"))
 async def test_a_non_dict_bot_data_changed_by_another_program_is_not_overwritten_silently(db):
     bot = await Bot(SharedSQLitePersistence(db, serializer="pickle", context_types=SETTINGS_TYPES),
                     SETTINGS_TYPES).start()
@@ -220,11 +206,6 @@ async def test_a_non_dict_bot_data_changed_by_another_program_is_not_overwritten
 
 
 # ---- 4. a save round that fails after it merged another program's change ---------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: shared.py MergeBook.took_into_save records another program's value as Taken before "
-    "COMMIT; when the round fails, the base stays the old row, and the retry's merge sees that "
-    "value in the bot's data as the bot's own change: the other program's next change of the key "
-    "is overwritten by its previous value"))
 @pytest.mark.parametrize("refresh", [False, True], ids=["retry", "refresh-then-retry"])
 async def test_a_failed_round_after_a_merge_does_not_turn_the_other_programs_value_into_the_bots(db, refresh):
     bot = await Bot(SharedSQLitePersistence(db)).start()
@@ -277,11 +258,6 @@ def drop(user_id: int) -> Action:
     return lambda context: context.application.drop_user_data(user_id)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: lazy=True loads an id at its first refresh from the stored row even when the "
-    "application dropped that id and the drop is not saved yet (sqlite.py _load_id; shared.py "
-    "_refresh with no base): the dropped data comes back into the new live dict, and is saved "
-    "again at the id's next save"))
 @pytest.mark.parametrize("cls", [SQLitePersistence, SharedSQLitePersistence], ids=lambda c: c.__name__)
 async def test_lazy_data_dropped_before_it_was_loaded_does_not_come_back(db, cls):
     first = await Bot(cls(db, lazy=True)).start()
@@ -336,10 +312,6 @@ def shared_pickle(db: Path) -> SharedSQLitePersistence:
     return SharedSQLitePersistence(db, serializer="pickle", context_types=PROFILE_TYPES)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: shared.py MergeBook.hand_over builds the value to save as dict(value) when a refresh "
-    "took another program's key: a user_data of the bot's own dict class is saved as a plain "
-    "dict, and comes back as one after a restart (AttributeError in the bot)"))
 async def test_pickle_user_data_of_the_bots_own_dict_class_keeps_its_class_through_a_merge(db):
     bot = await Bot(shared_pickle(db), PROFILE_TYPES).start()
     try:
@@ -462,12 +434,7 @@ async def test_lazy_shared_job_write_then_another_programs_edit_then_the_first_r
 # ---- 11. lazy + shared, no bot_data stored: a table rebuilt between the first refresh and save -------
 @pytest.mark.parametrize("bot_data", [
     True,
-    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: with lazy=True and bot_data not stored, nothing at start-up sets _schema_version "
-        "(sqlite.py _load_table returns early for lazy tables) and shared.py _refresh does not "
-        "either (SQLitePersistence._load_id does): the first save takes the rebuilt schema as "
-        "the known one (_schema_changed first=True) and trusts the versions a refresh read "
-        "before the rebuild, so a change that kept its version is overwritten without merge"))),
+    False,
 ], ids=["bot_data-stored", "bot_data-off"])
 async def test_lazy_shared_notices_a_table_rebuilt_between_a_refresh_and_the_first_save(db, bot_data):
     from telegram.ext import PersistenceInput
@@ -594,12 +561,7 @@ async def test_a_file_switched_between_the_classes_keeps_every_sides_keys(db, se
 # ---- 14. a refresh while another program holds the write lock (a long admin transaction) -------------
 @pytest.mark.parametrize(("cls", "lazy"), [
     (SQLitePersistence, False),
-    *[pytest.param(cls, lazy, marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: the first refresh opens the bot's connection, and sqlite.py _open -> _check_schema "
-        "takes the write lock (BEGIN IMMEDIATE) even for an existing, checked file: while another "
-        "program holds a write transaction longer than busy_timeout, every update fails with a raw "
-        "'database is locked' before its handler runs (the update is lost), though WAL lets "
-        "the refresh read"))) for cls, lazy in
+    *[(cls, lazy) for cls, lazy in
       [(SQLitePersistence, True), (SharedSQLitePersistence, False), (SharedSQLitePersistence, True)]],
 ], ids=["sqlite", "sqlite-lazy", "shared", "shared-lazy"])
 async def test_a_message_is_handled_while_another_program_holds_the_write_lock(db, cls, lazy):
@@ -626,10 +588,6 @@ class Stats(dict):  # type: ignore[type-arg]
 STATS_TYPES = ContextTypes(bot_data=Stats)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: shared.py MergeBook.hand_over saves dict(value): bot_data of the bot's own dict class "
-    "is stored as a plain dict after a refresh took another program's key (until the next save), "
-    "and a start from that file fails (PTB refuses bot_data that is not context_types.bot_data)"))
 async def test_pickle_bot_data_of_the_bots_own_dict_class_still_starts_after_a_merge(db):
     def make() -> SharedSQLitePersistence:
         return SharedSQLitePersistence(db, serializer="pickle", context_types=STATS_TYPES)
@@ -696,10 +654,6 @@ async def test_another_programs_delete_of_the_row_keeps_only_the_keys_the_bot_ch
         await bot.app.shutdown()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: shared.py _refresh -> MergeBook.merge_into_live takes a non-dict row another program "
-    "wrote as the new base without merging or saying anything; the next save then overwrites it "
-    "with neither merge nor warning (SQLitePersistence alone warns, naming the row)"))
 async def test_a_non_dict_row_written_by_another_program_is_not_overwritten_silently(db):
     bot = await Bot(SharedSQLitePersistence(db)).start()
     try:
