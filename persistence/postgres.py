@@ -172,8 +172,10 @@ def _lock_key(schema: str, kind: str, ident: int) -> int:
 
 
 def safe_dsn(dsn: str) -> str:
-    """``dsn`` without its password, for messages and logs."""
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", dsn)
+    """``dsn`` without its password, for messages and logs: ``user:password@`` of a URL, a
+    ``password=`` query parameter, or the ``password=`` of a ``key=value`` string."""
+    dsn = re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", dsn)
+    return re.sub(r"((?:^|[?&\s])password\s*=\s*)('[^']*'|[^&\s]*)", r"\1***", dsn)
 
 
 def _new_version() -> int:
@@ -192,6 +194,7 @@ class _Section:
 
     conn: Any
     bot_data_read: bool = False
+    lock_keys: frozenset[int] = frozenset()  # the ids it holds
 
 
 _this_update: contextvars.ContextVar[_Section | None] = contextvars.ContextVar("update", default=None)
@@ -307,7 +310,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                 if self._pool is None:
                     try:
                         pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
-                    except asyncpg.ClientConfigurationError as exc:  # waiting will not help
+                    except (asyncpg.ClientConfigurationError, ValueError) as exc:  # waiting will not help
                         raise PostgresSchemaError(
                             f"{safe_dsn(self.dsn)} is not a usable PostgreSQL address ({exc}). Write "
                             "it as postgresql://user:password@host:port/database."
@@ -722,6 +725,10 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         held = [*rows, *(("conversations", (name, _conversation_key(key))) for name, _, key in states)]
         lock_keys = sorted({_lock_key(self.schema, table, key) for table, key in
                             (("chat_data", chat_id), ("user_data", user_id)) if key is not None})
+        outer = _this_update.get()
+        if outer is not None and outer.conn is not None and outer.lock_keys.issuperset(lock_keys):
+            yield  # inside an update that holds them (a helper shared with jobs): its rows are
+            return  # live already, and written when it ends
         async with contextlib.AsyncExitStack() as stack:
             for lock_key in lock_keys:  # always in the same order: no deadlock between updates
                 await stack.enter_async_context(self._in_process_lock(lock_key))
@@ -730,7 +737,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                 self._held[row] = self._held.get(row, 0) + 1
                 self._managed.add(row)
             errors: list[Exception] = []
-            section = _Section(conn, bot_data_read=self.store_data.bot_data)
+            section = _Section(conn, bot_data_read=self.store_data.bot_data, lock_keys=frozenset(lock_keys))
             token = _this_update.set(section)
             try:
                 try:
@@ -739,9 +746,14 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                         yield
                     finally:
                         errors = await self._exit(conn, hold)
-                except BaseException:
-                    if not conn.is_closed():
-                        await conn.execute("ROLLBACK")
+                except BaseException as exc:
+                    await _roll_back(conn)
+                    if isinstance(exc, asyncpg.InterfaceError) and "released back to the pool" in str(exc):
+                        # asyncpg's pool takes back a connection the server closed: say that
+                        raise DatabaseUnreachableError(
+                            f"PostgreSQL at {safe_dsn(self.dsn)} closed the connection of an update "
+                            "while it ran (a restart, a failover, an administrator). Its changes are "
+                            "kept in memory and written by the next save.") from exc
                     raise
                 await conn.execute("COMMIT")  # releases the advisory locks
                 for row, value in hold.written:  # (not before: a failed commit wrote nothing, and
@@ -786,9 +798,12 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                 await conn.execute(_begin_and_lock(lock_keys))
                 stack.push_async_callback(pool.release, conn)
                 return conn
-            except _UNREACHABLE as exc:
-                if conn is not None:
-                    await pool.release(conn)
+            except BaseException as exc:
+                if conn is not None:  # whatever happened (cancelled while waiting for a lock, a
+                    # lock_timeout...): the pool gets it back, rolled back, its locks released
+                    await asyncio.shield(pool.release(conn))
+                if not isinstance(exc, _UNREACHABLE):
+                    raise
                 if loop.time() + delay > deadline:
                     raise DatabaseUnreachableError(
                         f"PostgreSQL at {safe_dsn(self.dsn)} did not answer for {self.wait_for_server} s "
@@ -883,6 +898,15 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         return errors
 
 
+async def _roll_back(conn: Any) -> None:
+    """After a failed update: roll its transaction back, unless its connection is gone (then the
+    server has rolled it back; the update's own error says what happened)."""
+    try:
+        await conn.execute("ROLLBACK")
+    except (asyncpg.InterfaceError, *_UNREACHABLE) as exc:
+        _log.debug("no ROLLBACK: the connection is gone (%s)", exc)
+
+
 def _begin_and_lock(lock_keys: list[int]) -> str:
     """``BEGIN`` and the advisory locks, one round trip (the keys are ints this file computes, so
     they can be part of the SQL text), in ascending order: two transactions never wait for each
@@ -898,8 +922,7 @@ async def _locked_transaction(conn: Any, lock_keys: list[int]) -> AsyncIterator[
     try:
         yield
     except BaseException:
-        if not conn.is_closed():
-            await conn.execute("ROLLBACK")
+        await _roll_back(conn)
         raise
     await conn.execute("COMMIT")
 
