@@ -457,19 +457,31 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
     async def _insert_rows(self, conn: Any, table: str, writes: list[_Write], only_if_known: bool) -> None:
         """One ``INSERT ... ON CONFLICT`` for all ``writes``; sets ``written`` on those written.
         ``only_if_known``: a row is updated only if its version is still the one of ``base``."""
-        column = _KEY_COLUMN[table]
+        column, s = _KEY_COLUMN[table], self.schema
         kind = "text" if self.serializer == "json" else "bytea"
-        if only_if_known:  # (a known row is sent with its old version; a new row with a new one)
-            versions = [w.base[0] if w.base else _new_version() for w in writes]
-            update = "version = (random() * 9e18)::bigint WHERE t.version = excluded.version"
+        rows = []
+        if only_if_known:
+            known, new = [w for w in writes if w.base], [w for w in writes if not w.base]
+            if known:  # updated where the version is still the one known; a row another process
+                # deleted meanwhile is not there: not written (merged with {}, it keeps only
+                # what this process changed)
+                rows += await conn.fetch(
+                    f"UPDATE {s}.{table} AS t SET data = u.data, version = (random() * 9e18)::bigint"
+                    f" FROM unnest($1::bigint[], $2::{kind}[], $3::bigint[]) AS u(id, data, version)"
+                    f" WHERE t.{column} = u.id AND t.version = u.version RETURNING t.{column}, t.version",
+                    [w.key for w in known], [w.params[1] for w in known], [w.base[0] for w in known])
+            if new:  # inserted where no other process has made the row meanwhile
+                rows += await conn.fetch(
+                    f"INSERT INTO {s}.{table} ({column}, data, version) SELECT * FROM unnest($1::bigint[],"
+                    f" $2::{kind}[], $3::bigint[]) ON CONFLICT ({column}) DO NOTHING"
+                    f" RETURNING {column}, version",
+                    [w.key for w in new], [w.params[1] for w in new], [_new_version() for _ in new])
         else:
-            versions = [_new_version() for _ in writes]
-            update = "version = excluded.version"
-        rows = await conn.fetch(
-            f"INSERT INTO {self.schema}.{table} AS t ({column}, data, version)"
-            f" SELECT * FROM unnest($1::bigint[], $2::{kind}[], $3::bigint[]) ON CONFLICT ({column})"
-            f" DO UPDATE SET data = excluded.data, {update} RETURNING {column}, version",
-            [w.key for w in writes], [w.params[1] for w in writes], versions)
+            rows = await conn.fetch(
+                f"INSERT INTO {s}.{table} ({column}, data, version) SELECT * FROM unnest($1::bigint[],"
+                f" $2::{kind}[], $3::bigint[]) ON CONFLICT ({column}) DO UPDATE SET data = excluded.data,"
+                f" version = excluded.version RETURNING {column}, version",
+                [w.key for w in writes], [w.params[1] for w in writes], [_new_version() for _ in writes])
         written = dict(rows)
         for write in writes:
             if write.key in written:
