@@ -215,6 +215,42 @@ class _Write:
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+class _LocalLocks:
+    """The ids (their advisory lock keys) this process's isolated sections hold, and who waits.
+    A section takes its ids all at once or none: it never holds one while it waits for another
+    (see :func:`_lock_all`, the same rule in PostgreSQL)."""
+
+    def __init__(self) -> None:
+        self.held: set[int] = set()
+        self.waiting: dict[int, list[asyncio.Future[None]]] = {}
+
+    def take(self, keys: list[int]) -> int | None:
+        """Take all of ``keys`` and return ``None``; or, if one is held, none: return that one."""
+        busy = next((key for key in keys if key in self.held), None)
+        if busy is None:
+            self.held.update(keys)
+        return busy
+
+    async def wait_for(self, key: int) -> None:
+        """Until ``key`` is given back (whoever takes it first then has it)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(key, []).append(waiter)
+        try:
+            await waiter
+        finally:
+            waiters = self.waiting[key]
+            waiters.remove(waiter)
+            if not waiters:
+                del self.waiting[key]
+
+    def give_back(self, keys: list[int]) -> None:
+        for key in keys:
+            self.held.discard(key)
+            for waiter in self.waiting.get(key, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+
 @dataclass
 class _Hold:
     """One isolated section: the transaction that holds the advisory locks, and the live data."""
@@ -291,7 +327,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         self._pending: dict[tuple[str, Any], list[Taken]] = {}
         self._init_save_rounds()
         # isolation: in-process locks, the holds of running updates, rounds of PTB's periodic save
-        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, updates using it
+        self._local = _LocalLocks()  # the ids this process's isolated sections hold
         self._held: dict[tuple[str, Any], int] = {}  # (table or conversation, key) -> sections
         self._managed: set[tuple[str, Any]] = set()  # rows the isolation writes itself
         # during PTB's save round: rows as they were when PTB copied the data (_SKIP: an isolated
@@ -738,13 +774,16 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         lock_keys = sorted({_lock_key(self.schema, table, key) for table, key in
                             (("chat_data", chat_id), ("user_data", user_id)) if key is not None})
         outer = _this_update.get()
-        if outer is not None and outer.conn is not None and outer.lock_keys.issuperset(lock_keys):
+        inside = outer.lock_keys if outer is not None and outer.conn is not None else frozenset()
+        if inside.issuperset(lock_keys):
             yield  # inside an update that holds them (a helper shared with jobs): its rows are
             return  # live already, and written when it ends
         async with contextlib.AsyncExitStack() as stack:
-            for lock_key in lock_keys:  # always in the same order: no deadlock between updates
-                await stack.enter_async_context(self._in_process_lock(lock_key))
-            conn = await self._open_section(stack, lock_keys)
+            mine = [key for key in lock_keys if key not in inside]  # (not what the update holds)
+            while (busy := self._local.take(mine)) is not None:
+                await self._local.wait_for(busy)
+            stack.callback(self._local.give_back, mine)
+            conn = await self._open_section(stack, mine)
             for row in held:
                 self._held[row] = self._held.get(row, 0) + 1
                 self._managed.add(row)
@@ -782,21 +821,6 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         if errors:
             raise errors[0]
 
-    @contextlib.asynccontextmanager
-    async def _in_process_lock(self, key: int) -> AsyncIterator[None]:
-        """The ``asyncio`` lock of one id in this process, dropped when no update uses it."""
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
     async def _open_section(self, stack: contextlib.AsyncExitStack, lock_keys: list[int]) -> Any:
         """A pooled connection in a transaction holding the advisory locks ``lock_keys``. A server
         that does not answer is waited for, up to ``wait_for_server`` seconds."""
@@ -807,7 +831,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             try:
                 pool = await self._connect()
                 conn = await pool.acquire()
-                await conn.execute(_begin_and_lock(lock_keys))
+                await _lock_all(conn, lock_keys)
                 stack.push_async_callback(pool.release, conn)
                 return conn
             except BaseException as exc:
@@ -919,18 +943,24 @@ async def _roll_back(conn: Any) -> None:
         _log.debug("no ROLLBACK: the connection is gone (%s)", exc)
 
 
-def _begin_and_lock(lock_keys: list[int]) -> str:
-    """``BEGIN`` and the advisory locks, one round trip (the keys are ints this file computes, so
-    they can be part of the SQL text), in ascending order: two transactions never wait for each
-    other in a circle."""
-    keys = ",".join(str(int(key)) for key in sorted(lock_keys))
-    return f"BEGIN; SELECT pg_advisory_xact_lock(k) FROM unnest('{{{keys}}}'::bigint[]) AS k"
+async def _lock_all(conn: Any, lock_keys: list[int]) -> None:
+    """``BEGIN``, and the advisory locks ``lock_keys``: all of them, or - while another session
+    holds one - none, waiting for that one alone before trying again. A section never holds one
+    lock while it waits for another, so no wait can close a circle: not between updates, and not
+    with an ``isolated()`` inside an update, which does hold its update's locks while it waits."""
+    while True:
+        await conn.execute("BEGIN")
+        busy = await conn.fetchval("SELECT k FROM unnest($1::bigint[]) AS k"
+                                   " WHERE NOT pg_try_advisory_xact_lock(k) LIMIT 1", lock_keys)
+        if busy is None:
+            return
+        await conn.execute(f"ROLLBACK; BEGIN; SELECT pg_advisory_xact_lock({int(busy)}); ROLLBACK")
 
 
 @contextlib.asynccontextmanager
 async def _locked_transaction(conn: Any, lock_keys: list[int]) -> AsyncIterator[None]:
     """A transaction holding the advisory locks ``lock_keys`` until it ends."""
-    await conn.execute(_begin_and_lock(lock_keys))
+    await _lock_all(conn, lock_keys)
     try:
         yield
     except BaseException:

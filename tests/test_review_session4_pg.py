@@ -263,7 +263,7 @@ async def test_an_admin_command_about_another_member_of_the_group_does_not_deadl
         chat_lock = _lock_key(persistence.schema, "chat_data", group.id)
 
         async def bob_waits_for_the_group() -> bool:  # (the event: Bob's update queued on the chat)
-            return persistence._locks.get(chat_lock, (None, 0))[1] == 2
+            return len(persistence._local.waiting.get(chat_lock, ())) == 1
 
         await until(bob_waits_for_the_group, "Bob's update waits for the group")
         go.set()
