@@ -898,7 +898,12 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             if mapping.get(key) is not live:  # dropped meanwhile (forget): the row goes too
                 await conn.execute(f"DELETE FROM {s}.{table} WHERE {_KEY_COLUMN[table]} = $1", key)
                 hold.written.append(((table, key), None))
-                continue
+                # ... unless it moved to another id (migrate_chat_data): then it is written there
+                moved = next((new for new, data in mapping.items() if data is live), None)
+                if moved is None:
+                    continue
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(s, table, moved))
+                key = moved
             try:
                 data = self._encode(live, describe_row(table, key))
             except DataNotStorableError as exc:
