@@ -22,10 +22,12 @@ several processes that loses updates: two processes each add 1 to the same user'
 own copy, and the later save wins. ``ConversationHandler`` is worse: it reads its states once, so a
 form whose second step lands on another process starts over. :class:`IsolatingApplication` fixes
 both, the way aiogram's ``RedisEventIsolation`` does: **each update runs with its user and its chat
-locked in every process** (an ``asyncio`` lock, then a PostgreSQL advisory lock in a transaction);
-under the lock their rows and the conversation states for the update's key are read fresh, the
-handlers run, and the rows are written before the lock is released. Updates for different users
-and chats still run concurrently; updates for the same user or chat take turns, in every process.
+locked in every process** (in this process, then a PostgreSQL advisory lock in a transaction;
+an update takes its user and chat together, or waits without holding either, so no two waits
+ever close a circle); under the lock their rows and the conversation states for the update's key
+are read fresh, the handlers run, and the rows are written before the lock is released. Updates
+for different users and chats still run concurrently; updates for the same user or chat take
+turns, in every process.
 
 Arguments of :class:`PostgresPersistence`
 -----------------------------------------
@@ -75,16 +77,24 @@ Guarantees (each tested in ``tests/test_stage9_several_processes.py``, with real
   the last save wins.
 * A persistent conversation continues at the right step whichever process gets the next message.
 * A job that changes a user's or chat's data is as safe as a handler when its callback runs inside
-  ``async with context.application.isolated(user_id=..., chat_id=...)``.
+  ``async with context.application.isolated(user_id=..., chat_id=...)``. So is a handler about
+  another user (an admin command, a broadcast); for the update's own user or chat, ``isolated()``
+  runs inside the update, which holds them already.
 * Nothing is lost while the server is away: an update waits for it (``wait_for_server``), and a
   save round that cannot be written is kept and written again at the next save and at ``flush()``
   (which raises ``SaveFailedError`` naming what is still unsaved).
 
 Costs and limits: each update with a user or chat holds one pooled connection while it runs and
-makes four round trips to the server (begin + locks, one read, the changed rows, commit); what that
+makes five round trips to the server (begin, locks, one read, the changed rows, commit); what that
 costs on this project's machine is in ``benchmarks/results/postgres.md``. Handlers with
 ``block=False`` run after the lock is released: their changes are saved by the periodic save,
 merged key by key. Nested and ``per_message`` conversations are loaded once, as PTB does.
+Known limits (each a strict ``xfail`` test in ``tests/test_review_session4_pg.py``): callback
+data (``arbitrary_callback_data``) is each process's own, loaded at start-up and saved whole, so a
+button made by one process is ``InvalidCallbackData`` on another (route a chat's updates to one
+process, or keep buttons' data in ``callback_data`` strings); a conversation's timeout job runs on
+the process of the step that scheduled it, even if the form went on elsewhere; and a step whose
+commit failed (the server dropped the connection mid-update) is asked again.
 """
 
 from __future__ import annotations
