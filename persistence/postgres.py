@@ -119,6 +119,7 @@ from persistence.shared import Taken, merge, put, same
 from persistence.sqlite import (
     DELETE,
     KEY_COLUMN,
+    DatabaseFileError,
     DataNotStorableError,
     SaveFailedError,
     SaveRounds,
@@ -340,6 +341,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         self._local = _LocalLocks()  # the ids this process's isolated sections hold
         self._held: dict[tuple[str, Any], int] = {}  # (table or conversation, key) -> sections
         self._managed: set[tuple[str, Any]] = set()  # rows the isolation writes itself
+        self._dropped: set[tuple[str, Any]] = set()  # rows an isolated update deleted (a drop)
         # during PTB's save round: rows as they were when PTB copied the data (_SKIP: an isolated
         # update was running on the row then, or has run since - it wrote everything newer)
         self._round: dict[tuple[str, Any], Any] | None = None
@@ -570,7 +572,10 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         write.base = self._known.get(row)
         if self._round is not None:
             write.base = self._round.get(row, write.base)
-        if value is _DELETE and table != "conversations":  # a drop (forget, migration): always
+        if value is _DELETE and table != "conversations":  # a drop (forget, migration)
+            if row in self._dropped:  # carried out already, by the isolated update in which PTB
+                self._dropped.discard(row)  # dropped it: the row may hold newer data by now
+                return
             await self._submit(write)
             return
         if write.base is _SKIP:  # an isolated update was running on the row when PTB copied it
@@ -734,6 +739,8 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         (what PTB's copy of the data was made from)."""
         if self._round is not None and row not in self._round:
             self._round[row] = self._known.get(row)
+        if value is not None:
+            self._dropped.discard(row)  # written again here: a later drop is a new one
         if value is None:
             self._known.pop(row, None)
         else:
@@ -819,6 +826,8 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                 await conn.execute("COMMIT")  # releases the advisory locks
                 for row, value in hold.written:  # (not before: a failed commit wrote nothing, and
                     self._note_known(row, value)  # the periodic save writes what is not known)
+                    if value is None and row[0] in _KEY_COLUMN:
+                        self._dropped.add(row)  # (PTB's save queues this drop too: see _write)
             finally:
                 section.conn = None
                 _this_update.reset(token)
@@ -1004,7 +1013,8 @@ class IsolatingApplication(Application):  # type: ignore[type-arg]
         try:
             async with persistence.isolated(self, user_id=user, chat_id=chat, update=update):
                 await super().process_update(update)
-        except (DataNotStorableError, PostgresSchemaError, asyncpg.PostgresError, *_UNREACHABLE) as exc:
+        except (DataNotStorableError, DatabaseFileError, PostgresSchemaError, asyncpg.PostgresError,
+                *_UNREACHABLE) as exc:
             await self.process_error(update, exc)  # (unreachable: after waiting wait_for_server)
 
     def isolated(self, user_id: int | None = None, chat_id: int | None = None) -> Any:

@@ -359,7 +359,7 @@ def decode_json(text: str | bytes, what: str) -> Any:
         return value
     except (ValueError, TypeError, RecursionError) as exc:
         raise DatabaseFileError(f"{what} cannot be read back ({type(exc).__name__}: {exc}). "
-                                "Fix or delete that row (sqlite3), or restore a backup.") from None
+                                "Fix or delete that row, or restore a backup.") from None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Each test attacks one promise of the module's docstring with a real server (tests/postgres_server.py)
 and real Applications; two Applications in this process are two processes as far as PostgreSQL is
-concerned (each has its own pool). Tests marked ``xfail(strict=True)`` broke main when written: the
-reason names the bug, and the fix flips them (then remove the mark).
+concerned (each has its own pool). Tests marked ``xfail(strict=True)`` are known limits, each named
+in its reason and in postgres.py's docstring; the other bugs the review found are fixed, and their
+tests are regression tests now.
 """
 
 from __future__ import annotations
@@ -109,11 +110,6 @@ def on_command(app: Application, command: str, callback: Callable[..., Awaitable
 # ---------------------------------------------------------------------------------------------
 # 1. a dropped user's data comes back
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py _insert_rows(only_if_known=True): a row this process knew (base is not None) but "
-    "another process deleted meanwhile (/forget) is absent, so the INSERT ... ON CONFLICT inserts "
-    "this process's whole stale copy instead of merging it with {} - the forgotten user's data is "
-    "written back"))
 async def test_a_user_forgotten_on_one_process_is_not_written_back_by_another_processes_save():
     """Alice's data is known to process 2 (it handled her message). A change outside an update on
     process 2 (what a ``block=False`` handler or a job without ``isolated()`` does; the docstring
@@ -140,11 +136,6 @@ async def test_a_user_forgotten_on_one_process_is_not_written_back_by_another_pr
     assert "messages" not in (await stored(make, "user_data")).get(ALICE.id, {})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py _write: a drop is submitted 'always'. A /forget inside an isolated update has "
-    "deleted the row at its commit already (_exit); PTB queues the same drop for the next periodic "
-    "save, which deletes the row again - by then it holds what the user wrote afterwards on "
-    "another process: that update is lost"))
 async def test_what_a_forgotten_user_writes_afterwards_on_another_process_is_kept():
     """Alice asks process 1 to forget her (deleted at once), then writes on process 2. Process
     1's next periodic save must not delete her new data."""
@@ -168,11 +159,6 @@ async def test_what_a_forgotten_user_writes_afterwards_on_another_process_is_kep
 # ---------------------------------------------------------------------------------------------
 # 2. migrate_chat_data inside an update
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py _exit: a migration inside an isolated update deletes the old chat's row at the "
-    "update's commit, but the new chat's data is only in memory until the periodic save (the new "
-    "id is not held): between the two, other processes see no data for the chat and a crash loses "
-    "it all"))
 async def test_a_group_migrated_inside_an_update_has_its_data_stored_under_the_new_id_at_once():
     """A group becomes a supergroup: the handler of the service message calls
     ``migrate_chat_data`` inside its (isolated) update. When the update is done the chat's data
@@ -199,10 +185,6 @@ async def test_a_group_migrated_inside_an_update_has_its_data_stored_under_the_n
 # ---------------------------------------------------------------------------------------------
 # 3. isolated() inside an update
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "postgres.py isolated()/_in_process_lock: the asyncio lock of an id is not reentrant, so a "
-    "handler calling app.isolated(user_id=<its own user>) (a helper shared with jobs) waits for "
-    "itself forever: the update and every later update of that user hang"))
 async def test_isolated_for_the_updates_own_user_inside_a_handler_does_not_hang():
     """``isolated()`` is what jobs use; a helper ``add_points(app, user_id)`` written for them
     that a handler also calls for its own user must not hang the bot."""
@@ -231,11 +213,6 @@ def ids_locked_before(schema: str, user_id: int) -> int:
                 if _lock_key(schema, "chat_data", chat_id) > user_key)
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "postgres.py isolated(): inside an update, app.isolated(user_id=other) takes other's lock "
-    "while the update holds its own user's and chat's; an update of `other` in the same chat "
-    "holds other's lock and waits for the chat's: a cycle of asyncio locks, both hang forever "
-    "(the docstring offers isolated() for 'an admin command about another user')"))
 async def test_an_admin_command_about_another_member_of_the_group_does_not_deadlock():
     """In a group, the admin (Alice) warns Bob with a command whose handler changes Bob's data
     inside ``app.isolated(user_id=BOB)`` - the use the docstring names. Bob writes in the group at
@@ -314,13 +291,6 @@ async def shut_down(*apps: Application) -> list[str]:
     return hung
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "postgres.py _open_section: the connection is acquired before `stack.push_async_callback("
-    "pool.release, conn)`; an update cancelled while it waits in 'BEGIN; SELECT "
-    "pg_advisory_xact_lock' (CancelledError is not in _UNREACHABLE) never gives it back: the "
-    "process's pool is one short for good (here: every later update hangs). And when the lock is "
-    "freed before asyncpg's cancel request reaches the server (seen in this test's sequence), the "
-    "leaked session is granted the user's and chat's locks and holds them forever, in every process"))
 async def test_an_update_cancelled_while_it_waits_for_a_lock_leaves_no_lock_held():
     """Process 1 holds Alice (a slow handler). On process 2 Alice's next update waits for her lock
     and is cancelled (a webhook request that timed out, a shutdown, ``asyncio.timeout``). Once
@@ -363,11 +333,6 @@ async def test_an_update_cancelled_while_it_waits_for_a_lock_leaves_no_lock_held
 # ---------------------------------------------------------------------------------------------
 # 5. the password in the messages
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py safe_dsn: only 'user:password@' with a non-empty user is masked; the password "
-    "is printed when it is a query parameter (?password=, which asyncpg takes), when the user is "
-    "empty (postgresql://:pw@host), and in a key=value libpq string (the docstring calls dsn 'a "
-    "libpq connection string'; asyncpg refuses it, and the refusal prints it whole)"))
 @pytest.mark.parametrize("dsn", [
     "postgresql://bot@127.0.0.1:1/bot?password=s3cret-pw",
     "postgresql://:s3cret-pw@127.0.0.1:1/bot",
@@ -379,10 +344,6 @@ async def test_a_password_is_never_printed(dsn: str):
     assert "s3cret-pw" not in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py _connect: asyncpg raises a bare ValueError for a port that is not a number or a "
-    "broken IPv6 address; only ClientConfigurationError is turned into the message naming the "
-    "address and the form to write it in"))
 @pytest.mark.parametrize("dsn", ["postgresql://bot:pw@127.0.0.1:fivefourthreetwo/bot",
                                  "postgresql://bot:pw@[::1:5432/bot"], ids=["port", "ipv6"])
 async def test_an_address_that_is_not_one_gets_the_clear_message(dsn: str):
@@ -437,11 +398,6 @@ async def test_an_update_whose_connection_is_killed_mid_handler_loses_nothing():
     assert len(errors) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py isolated(): after the update's connection died, `except BaseException: if not "
-    "conn.is_closed()` raises InterfaceError('cannot call Connection.is_closed(): connection has "
-    "been released back to the pool'), which replaces the real error: the error handler gets a "
-    "message about the pool, not about the server dropping the connection"))
 async def test_the_error_of_a_killed_update_says_the_connection_was_lost():
     [error], _ = await killed_mid_handler()
     assert "released back to the pool" not in str(error)
@@ -465,13 +421,6 @@ async def test_pickle_mode_two_processes_counting_one_user_stay_exact():
 # ---------------------------------------------------------------------------------------------
 # 8. the same deadlock across two processes; a server that gives up waiting for a lock
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "postgres.py isolated(): the admin's app.isolated(user_id=BOB) inside his update (process 1) "
-    "waits on a second connection for Bob's advisory lock, held by Bob's update (process 2), "
-    "which waits for the group's lock, held by the admin's first connection. PostgreSQL sees no "
-    "cycle (the first connection waits on nothing in the server: the wait goes through the "
-    "client), so nothing breaks it: both updates hang forever, and with them every later update "
-    "of Bob and of the group, in every process"))
 async def test_an_admin_command_about_another_member_on_two_processes_loses_no_update():
     """As above, the admin's update on process 1 and Bob's on process 2."""
     make = factory()
@@ -506,10 +455,6 @@ async def test_an_admin_command_about_another_member_on_two_processes_loses_no_u
     assert (await stored(make, "user_data"))[BOB.id] == {"messages": 2, "warnings": 1}
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "postgres.py _open_section: only _UNREACHABLE errors give the acquired connection back; a "
-    "PostgresError of 'BEGIN; SELECT pg_advisory_xact_lock' (lock_timeout, statement_timeout, a "
-    "deadlock) leaves it out of the pool for good: after pool_size of them every update hangs"))
 async def test_an_update_that_hits_the_servers_lock_timeout_gives_its_connection_back():
     """The database has ``lock_timeout`` set (common on managed servers; here in the DSN). Alice's
     update on process 2 waits longer than that for her lock, held by process 1: it fails (the
@@ -685,11 +630,6 @@ async def test_lazy_dropping_a_never_loaded_user_deletes_her_stored_row():
     assert (await stored(make, "user_data"))[ALICE.id] == {"messages": 1}
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "postgres.py isolated(): the broadcast PostgresPersistence's docstring describes (stored_ids(), "
-    "each user inside application.isolated(user_id=...)), run from an admin's command handler, "
-    "reaches the admin's own id while his update holds it: the asyncio lock is not reentrant, "
-    "the broadcast hangs forever, and with it every later update of the admin"))
 async def test_lazy_a_broadcast_command_as_the_docstring_describes_reaches_everyone():
     """``lazy=True``: the admin (Alice) sends ``/broadcast``; the handler marks every stored user,
     each inside ``isolated()``, as the docstring of ``PostgresPersistence`` says."""
@@ -766,12 +706,6 @@ async def test_a_form_step_whose_commit_failed_is_not_asked_again():
 # ---------------------------------------------------------------------------------------------
 # 14. a stored row another program broke
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py IsolatingApplication.process_update catches DataNotStorableError, "
-    "PostgresSchemaError, PostgresError and _UNREACHABLE, not sqlite.py's DatabaseFileError that "
-    "_decode raises for a row that cannot be read back: a direct process_update (the docstring "
-    "names it as a way in) raises instead of calling the error handlers. And the message, "
-    "sqlite.py decode_json's, tells to fix the row with 'sqlite3'"))
 async def test_a_row_another_program_broke_goes_to_the_error_handler_and_is_left_untouched():
     make = factory()
     app, api, errors = await started(make)
