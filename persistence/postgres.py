@@ -85,7 +85,7 @@ Guarantees (each tested in ``tests/test_stage9_several_processes.py``, with real
   (which raises ``SaveFailedError`` naming what is still unsaved).
 
 Costs and limits: each update with a user or chat holds one pooled connection while it runs and
-makes five round trips to the server (begin, locks, one read, the changed rows, commit); what that
+makes four round trips to the server (begin + locks, one read, the changed rows, commit); what that
 costs on this project's machine is in ``benchmarks/results/postgres.md``. Handlers with
 ``block=False`` run after the lock is released: their changes are saved by the periodic save,
 merged key by key. Nested and ``per_message`` conversations are loaded once, as PTB does.
@@ -969,16 +969,21 @@ async def _roll_back(conn: Any) -> None:
 
 async def _lock_all(conn: Any, lock_keys: list[int]) -> None:
     """``BEGIN``, and the advisory locks ``lock_keys``: all of them, or - while another session
-    holds one - none, waiting for that one alone before trying again. A section never holds one
-    lock while it waits for another, so no wait can close a circle: not between updates, and not
-    with an ``isolated()`` inside an update, which does hold its update's locks while it waits."""
+    holds one - none, waiting for each alone before trying again. A section never holds one lock
+    while it waits for another, so no wait can close a circle: not between updates, and not with
+    an ``isolated()`` inside an update, which does hold its update's locks while it waits."""
+    keys = ",".join(str(int(key)) for key in lock_keys)  # (ints this file computes: safe in SQL)
+    # one round trip; when a lock is held elsewhere, 1 / 0 stops it (plain SQL has no `raise`)
+    try_all = (f"BEGIN; SELECT 1 / bool_and(pg_try_advisory_xact_lock(k))::int"
+               f" FROM unnest('{{{keys}}}'::bigint[]) AS k")
     while True:
-        await conn.execute("BEGIN")
-        busy = await conn.fetchval("SELECT k FROM unnest($1::bigint[]) AS k"
-                                   " WHERE NOT pg_try_advisory_xact_lock(k) LIMIT 1", lock_keys)
-        if busy is None:
+        try:
+            await conn.execute(try_all)
             return
-        await conn.execute(f"ROLLBACK; BEGIN; SELECT pg_advisory_xact_lock({int(busy)}); ROLLBACK")
+        except asyncpg.exceptions.DivisionByZeroError:
+            await conn.execute("ROLLBACK")  # (the locks it did get go too)
+        for key in lock_keys:
+            await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(key)}); ROLLBACK")
 
 
 @contextlib.asynccontextmanager
