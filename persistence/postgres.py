@@ -94,7 +94,10 @@ data (``arbitrary_callback_data``) is each process's own, loaded at start-up and
 button made by one process is ``InvalidCallbackData`` on another (route a chat's updates to one
 process, or keep buttons' data in ``callback_data`` strings); a conversation's timeout job runs on
 the process of the step that scheduled it, even if the form went on elsewhere; and a step whose
-commit failed (the server dropped the connection mid-update) is asked again.
+commit failed (the server dropped the connection mid-update) is asked again. A process that freezes
+while an update holds a user's lock (a stopped VM, a network split without a disconnect) stalls
+that user in every process until the server ends its session: set the server's
+``idle_in_transaction_session_timeout`` (a minute, say) so that it does.
 """
 
 from __future__ import annotations
