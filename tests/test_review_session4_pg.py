@@ -291,6 +291,20 @@ async def shut_down(*apps: Application) -> list[str]:
     return hung
 
 
+def alice_held_by(app: Application, api: OfflineBotAPI) -> tuple[asyncio.Task[None], asyncio.Event,
+                                                                 asyncio.Event]:
+    """Alice's ``/slow`` update on ``app``: its task, an event set once its handler runs (her lock
+    held), and the event that lets it finish."""
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        holding.set()
+        await release.wait()
+
+    on_command(app, "slow", slow)
+    return asyncio.create_task(app.process_update(message_update(app, api, "/slow", ALICE))), holding, release
+
+
 async def test_an_update_cancelled_while_it_waits_for_a_lock_leaves_no_lock_held():
     """Process 1 holds Alice (a slow handler). On process 2 Alice's next update waits for her lock
     and is cancelled (a webhook request that timed out, a shutdown, ``asyncio.timeout``). Once
@@ -300,14 +314,7 @@ async def test_an_update_cancelled_while_it_waits_for_a_lock_leaves_no_lock_held
     dsn, schema = database_url(), make().schema
     (one, api_one, _) = await started(make)
     (two, api_two, _) = await started(lambda: PostgresPersistence(dsn, schema=schema, pool_size=1))
-    release, holding = asyncio.Event(), asyncio.Event()
-
-    async def slow(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        holding.set()
-        await release.wait()
-
-    on_command(one, "slow", slow)
-    slow_update = asyncio.create_task(one.process_update(message_update(one, api_one, "/slow", ALICE)))
+    slow_update, holding, release = alice_held_by(one, api_one)
     try:
         await asyncio.wait_for(holding.wait(), TIMEOUT)
         waiting = asyncio.create_task(two.process_update(message_update(two, api_two, "hi", ALICE)))
@@ -464,14 +471,7 @@ async def test_an_update_that_hits_the_servers_lock_timeout_gives_its_connection
     (one, api_one, _) = await started(make)
     impatient = f"{dsn}{'&' if '?' in dsn else '?'}lock_timeout=100"
     (two, api_two, errors) = await started(lambda: PostgresPersistence(impatient, schema=schema, pool_size=1))
-    release, holding = asyncio.Event(), asyncio.Event()
-
-    async def slow(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        holding.set()
-        await release.wait()
-
-    on_command(one, "slow", slow)
-    slow_update = asyncio.create_task(one.process_update(message_update(one, api_one, "/slow", ALICE)))
+    slow_update, holding, release = alice_held_by(one, api_one)
     try:
         await asyncio.wait_for(holding.wait(), TIMEOUT)
         await asyncio.wait_for(two.process_update(message_update(two, api_two, "hi", ALICE)), TIMEOUT)
