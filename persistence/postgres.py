@@ -92,9 +92,10 @@ merged key by key. Nested and ``per_message`` conversations are loaded once, as 
 Known limits (each a strict ``xfail`` test in ``tests/test_review_session4_pg.py``): callback
 data (``arbitrary_callback_data``) is each process's own, loaded at start-up and saved whole, so a
 button made by one process is ``InvalidCallbackData`` on another (route a chat's updates to one
-process, or keep buttons' data in ``callback_data`` strings); a conversation's timeout job runs on
-the process of the step that scheduled it, even if the form went on elsewhere; and a step whose
-commit failed (the server dropped the connection mid-update) is asked again. A process that freezes
+process, or keep buttons' data in ``callback_data`` strings); and a step whose commit failed (the
+server dropped the connection mid-update) is asked again. (A conversation's timeout job runs on
+the process of the step that scheduled it; if the form went on elsewhere, the state it ends is no
+longer the stored one, and the save leaves the stored one alone.) A process that freezes
 while an update holds a user's lock (a stopped VM, a network split without a disconnect) stalls
 that user in every process until the server ends its session: set the server's
 ``idle_in_transaction_session_timeout`` (a minute, say) so that it does.
@@ -541,9 +542,10 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
     def _params(self, write: _Write) -> tuple[Any, ...]:
         if write.table == "conversations":
             name, key = write.key
+            known = () if write.base is None else (self._encode(write.base[1], write.what),)
             if write.value is _DELETE:
-                return (name, key)
-            return (name, key, self._encode(write.value, write.what))
+                return (name, key, *known)
+            return (name, key, self._encode(write.value, write.what), *known)
         if write.value is _DELETE:
             return (write.key,)
         return (write.key, self._encode(write.value, write.what))
@@ -551,10 +553,16 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
     def _statement(self, write: _Write) -> str:
         s = self.schema
         if write.table == "conversations":
+            # written only over the state this process knew: another process may have moved the
+            # conversation on since (e.g. PTB's timeout job of an earlier step, on this process,
+            # ending a form that went on elsewhere); the next update reads the state anyway
+            known = write.base is not None
             if write.value is _DELETE:
-                return f"DELETE FROM {s}.conversations WHERE name = $1 AND key = $2"
-            return (f"INSERT INTO {s}.conversations (name, key, state) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (name, key) DO UPDATE SET state = excluded.state")
+                return (f"DELETE FROM {s}.conversations WHERE name = $1 AND key = $2"
+                        + (" AND state = $3" if known else ""))
+            return (f"INSERT INTO {s}.conversations (name, key, state) VALUES ($1, $2, $3) ON CONFLICT"
+                    " (name, key) " + ("DO UPDATE SET state = excluded.state WHERE conversations.state = $4"
+                                       if known else "DO NOTHING"))
         column = _KEY_COLUMN[write.table]
         if write.value is _DELETE:
             return f"DELETE FROM {s}.{write.table} WHERE {column} = $1"

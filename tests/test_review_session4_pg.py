@@ -503,11 +503,6 @@ def form_with_a_timeout(persistence: PostgresPersistence, api: OfflineBotAPI) ->
     return app
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py: PTB's conversation-timeout job of process 1 (scheduled at the step it handled) "
-    "ends the form there although the user went on on process 2 within the hour; process 1's "
-    "save then deletes the conversation row unconditionally (_write_batch's DELETE, no check "
-    "that the stored state is still the one process 1 knew): the form in progress is lost"))
 async def test_a_forms_timeout_on_the_process_of_an_earlier_step_does_not_end_it_after_a_later_step():
     make = factory()
     (api_one, api_two) = (OfflineBotAPI(), OfflineBotAPI())
