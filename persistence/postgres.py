@@ -89,13 +89,12 @@ makes four round trips to the server (begin + locks, one read, the changed rows,
 costs on this project's machine is in ``benchmarks/results/postgres.md``. Handlers with
 ``block=False`` run after the lock is released: their changes are saved by the periodic save,
 merged key by key. Nested and ``per_message`` conversations are loaded once, as PTB does.
-Known limits (each a strict ``xfail`` test in ``tests/test_review_session4_pg.py``): callback
+A known limit (a strict ``xfail`` test in ``tests/test_review_session4_pg.py``): callback
 data (``arbitrary_callback_data``) is each process's own, loaded at start-up and saved whole, so a
 button made by one process is ``InvalidCallbackData`` on another (route a chat's updates to one
-process, or keep buttons' data in ``callback_data`` strings); and a step whose commit failed (the
-server dropped the connection mid-update) is asked again. (A conversation's timeout job runs on
-the process of the step that scheduled it; if the form went on elsewhere, the state it ends is no
-longer the stored one, and the save leaves the stored one alone.) A process that freezes
+process, or keep buttons' data in ``callback_data`` strings). (A conversation's timeout job runs
+on the process of the step that scheduled it; if the form went on elsewhere, the state it ends is
+no longer the stored one, and the save leaves the stored one alone.) A process that freezes
 while an update holds a user's lock (a stopped VM, a network split without a disconnect) stalls
 that user in every process until the server ends its session: set the server's
 ``idle_in_transaction_session_timeout`` (a minute, say) so that it does.
@@ -914,8 +913,13 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             stored = found.get(("conversations", f"{name} {stored_key}"))
             what = f"conversation {name!r} key {conv_key!r}"
             state = None if stored is None else self._decode(stored[1], what)
-            _set_state(conversations, conv_key, state)
-            self._note_known(("conversations", (name, stored_key)), None if state is None else (0, state))
+            row = ("conversations", (name, stored_key))
+            known = None if self._known.get(row) is None else self._known[row][1]
+            # the stored state wins, unless it is still the one this process knew and this
+            # process's own is newer (a step whose commit failed): that one is kept, and written
+            if not same(state, known) or same(_get_state(conversations, conv_key), known):
+                _set_state(conversations, conv_key, state)
+            self._note_known(row, None if state is None else (0, state))
             hold.conversations.append((name, conversations, conv_key))
         return hold
 

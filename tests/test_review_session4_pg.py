@@ -2,8 +2,8 @@
 
 Each test attacks one promise of the module's docstring with a real server (tests/postgres_server.py)
 and real Applications; two Applications in this process are two processes as far as PostgreSQL is
-concerned (each has its own pool). Tests marked ``xfail(strict=True)`` are known limits, each named
-in its reason and in postgres.py's docstring; the other bugs the review found are fixed, and their
+concerned (each has its own pool). The test marked ``xfail(strict=True)`` is a known limit, named in
+its reason and in postgres.py's docstring; the other bugs the review found are fixed, and their
 tests are regression tests now.
 """
 
@@ -668,12 +668,6 @@ async def test_an_update_from_an_id_out_of_bigint_range_fails_alone():
 # ---------------------------------------------------------------------------------------------
 # 13. a form step whose commit failed
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py _enter/_set_state: after an update whose writes failed (its connection killed "
-    "after the handlers ran), the user's data keeps the step's answer in memory (the periodic "
-    "save writes it), but the next update reads the conversation state back from the database "
-    "and puts the old step over the newer one in memory (no three-way rule as for data): the "
-    "step runs again, and the next answer (the city) is taken as the name"))
 async def test_a_form_step_whose_commit_failed_is_not_asked_again():
     make = factory()
     app, api, errors = await started(make)
