@@ -449,7 +449,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         latest = {(write.table, write.key): write for write in batch}  # two rounds queued at once
         pool = await self._connect()
         # the rows to merge are locked as an isolated update locks them (the same advisory locks,
-        # always in ascending order: no deadlock), so no other process writes them meanwhile
+        # all at once: see _lock_all), so no other process writes them meanwhile
         locks = sorted({self._lock_of(row) for row in latest if row[0] in _MERGED})
         async with pool.acquire() as conn, _locked_transaction(conn, locks):
             for table in _KEY_COLUMN:
