@@ -17,14 +17,15 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from postgres_server import database_url, fresh_schema
-from telegram import Update
+from telegram import Update, User
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 from test_review_session4_shared import Bot, other_program_sets_user, setter, stored_user
 
 from bots import stage9_several_processes as stage9
-from bots.offline import ALICE, BOB, OfflineBotAPI, application_builder, message_update
+from bots.offline import ALICE, BOB, OfflineBotAPI, application_builder, group_chat, message_update
 from persistence import SharedSQLitePersistence, SQLitePersistence
 from persistence.postgres import IsolatingApplication, PostgresPersistence
 
@@ -416,3 +417,74 @@ async def test_a_merged_save_keeps_the_class_of_user_data():
     finally:
         for app, _ in apps:
             await stop(app)
+
+
+async def test_an_update_cancelled_while_it_waits_in_postgresql_leaves_nothing_held():
+    """Held: process 2's update for Alice waits in PostgreSQL (process 1 holds her) and is
+    cancelled there; her next update on process 2 runs, and no lock or connection is left."""
+    schema = fresh_schema("review5")
+    one, api_one, _ = await pg_bot(schema)
+    two, api_two, errors = await pg_bot(schema)
+    running, go = asyncio.Event(), asyncio.Event()
+
+    async def slow(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        running.set()
+        await asyncio.wait_for(go.wait(), TIMEOUT)
+
+    one.add_handler(CommandHandler("slow", slow), group=-1)
+    first = asyncio.create_task(one.process_update(message_update(one, api_one, "/slow", ALICE)))
+    second = None
+    try:
+        await asyncio.wait_for(running.wait(), TIMEOUT)
+        second = asyncio.create_task(two.process_update(message_update(two, api_two, "hi", ALICE)))
+        async with asyncio.timeout(TIMEOUT):  # the event: it waits for her lock in the server
+            while not await advisory_lock_waits():  # noqa: ASYNC110 - a server's lock table sets no Event
+                await asyncio.sleep(0.02)
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+        go.set()
+        await asyncio.wait_for(first, TIMEOUT)
+        await asyncio.wait_for(two.process_update(message_update(two, api_two, "hi", ALICE)), TIMEOUT)
+        await nothing_left_held(two)
+        assert errors == [] and not await advisory_lock_waits()
+        assert two.user_data[ALICE.id]["messages"] == 1
+    finally:
+        await stop(one, first)
+        await stop(two, second)
+
+
+async def advisory_lock_waits() -> int:
+    conn = await asyncpg.connect(database_url())
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
+    finally:
+        await conn.close()
+
+
+async def test_many_updates_of_one_group_on_two_processes_all_finish_and_count():
+    """Held: 2 x 30 updates of one group chat from six users, all at once on two processes
+    (each update takes the group and its user together, or waits holding neither): none starves
+    or livelocks, and no message is lost from the group's count or a user's."""
+    schema = fresh_schema("review5")
+    (one, api_one, e1), (two, api_two, e2) = await pg_bot(schema), await pg_bot(schema)
+    group = group_chat(-4555)
+    users = [User(2000 + n, f"user{n}", False) for n in range(6)]
+    try:
+        async with asyncio.timeout(60):  # (a hang guard; 60 updates take well under a second)
+            await asyncio.gather(*(
+                app.process_update(message_update(app, api, "hi", users[n % 6], group))
+                for n in range(30) for app, api in ((one, api_one), (two, api_two))))
+        await one.update_persistence()
+        await two.update_persistence()
+        assert e1 == [] and e2 == []
+        reader = PostgresPersistence(database_url(), schema=schema)
+        try:
+            chats, people = await reader.get_chat_data(), await reader.get_user_data()
+        finally:
+            await reader.flush()
+        assert chats[group.id]["messages"] == 60
+        assert {people[user.id]["messages"] for user in users} == {10}
+    finally:
+        await stop(one)
+        await stop(two)
