@@ -98,6 +98,27 @@ async def test_an_entry_appended_after_a_drop_of_a_user_not_loaded_is_kept(db, k
         await bot.app.shutdown()
 
 
+@pytest.mark.parametrize("kind", ["shared eager", pytest.param("shared lazy", marks=LAZY_BUG)])
+async def test_a_panel_edit_of_a_dropped_users_row_taken_by_a_second_refresh_does_not_come_back(db, kind):
+    """Shared: the row of Alice, dropped by PTB but not yet deleted, is edited by the panel and
+    reaches her live data at a second refresh; the save's drop must take that key out too."""
+    await seeded(db, visits=5, plan="free")
+    make = SharedSQLitePersistence if kind == "shared eager" else KINDS["shared lazy"]
+    bot = await Bot(make(db)).start()
+    try:
+        bot.app.drop_user_data(ALICE.id)
+        await bot.message()  # her first refresh in this run
+        other_program_sets_user(db, ALICE.id, "visits", 6)
+        await bot.message()  # the second refresh takes the panel's 6 (lazy)
+        await bot.save()  # the drop
+        await bot.message(setter("user_data", note="hi"))
+        await bot.save()
+        assert bot.errors == []
+        assert stored_user(db, ALICE.id) == {"note": "hi"}
+    finally:
+        await bot.app.shutdown()
+
+
 @pytest.mark.parametrize("kind", ["eager", "lazy", "shared lazy"])
 async def test_a_dropped_user_not_loaded_who_writes_nothing_stays_forgotten(db, kind):
     """Held: keys only given by the first refresh (untouched by the handler) go with the drop,
