@@ -13,18 +13,26 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from postgres_server import database_url, fresh_schema
 from telegram import Update, User
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+from test_review_session4_pg import (
+    HANG,
+    TIMEOUT,
+    alice_held_by,
+    started,
+    stored,
+    until,
+    waiting_for_an_advisory_lock,
+)
 from test_review_session4_shared import Bot, other_program_sets_user, setter, stored_user
 
-from bots import stage9_several_processes as stage9
 from bots.offline import ALICE, BOB, OfflineBotAPI, application_builder, group_chat, message_update
 from persistence import SharedSQLitePersistence, SQLitePersistence
 from persistence.postgres import IsolatingApplication, PostgresPersistence
@@ -237,29 +245,12 @@ async def test_a_file_replaced_after_start_up_by_one_of_the_other_serializer_is_
 
 
 # ---- 4. postgres.py: isolated() inside updates, cancellation, lock_timeout -----------------------
-TIMEOUT = 20  # seconds: the longest a test waits for an event that orders it
-HANG = 5  # seconds: an update that takes milliseconds is taken as hanging after this (not a timing
-# assertion: it fails only a bot that would wait forever)
+def on(schema: str, dsn: str | None = None, **kwargs: Any) -> Callable[[], PostgresPersistence]:
+    """A factory of one process's PostgresPersistence on ``schema`` (of the tests' server)."""
+    return lambda: PostgresPersistence(dsn or database_url(), schema=schema, **kwargs)
 
 
-async def pg_bot(
-    schema: str, dsn: str | None = None
-) -> tuple[Application, OfflineBotAPI, list[BaseException]]:
-    """Stage 9's Application (an IsolatingApplication) on ``schema``, initialized; its errors."""
-    api = OfflineBotAPI()
-    app = stage9.build_application(
-        persistence=PostgresPersistence(dsn or database_url(), schema=schema), request=api)
-    errors: list[BaseException] = []
-
-    async def record(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        errors.append(context.error)
-
-    app.add_error_handler(record)
-    await app.initialize()
-    return app, api, errors
-
-
-async def nothing_left_held(app: Application) -> None:
+def nothing_left_held(app: Application) -> None:
     """This process holds and waits for no lock, and every pooled connection is back."""
     persistence = app.persistence
     assert persistence._local.held == set() and persistence._local.waiting == {}
@@ -282,7 +273,7 @@ async def stop(app: Application, *tasks: asyncio.Task[Any] | None) -> None:
     "holds its own (_LocalLocks.wait_for / _lock_all's wait), so two updates that each isolate "
     "the other's user (Alice /gives Bob points while Bob /gives Alice) wait for each other forever"))
 async def test_two_updates_isolating_each_others_user_do_not_hang():
-    app, api, errors = await pg_bot(fresh_schema("review5"))
+    app, api, errors = await started(on(fresh_schema("review5")))
     inside = {ALICE.id: asyncio.Event(), BOB.id: asyncio.Event()}
 
     async def give(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -305,36 +296,31 @@ async def test_two_updates_isolating_each_others_user_do_not_hang():
         await stop(app, *tasks)
 
 
-async def test_a_cancelled_update_waiting_for_a_busy_user_leaves_nothing_held():
-    """Held: an update waiting for Alice (another of her updates runs) is cancelled; the running
-    one finishes, the next one runs, and no lock or connection is left behind."""
-    app, api, errors = await pg_bot(fresh_schema("review5"))
-    persistence = app.persistence
-    running, go = asyncio.Event(), asyncio.Event()
-
-    async def slow(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        running.set()
-        await asyncio.wait_for(go.wait(), TIMEOUT)
-
-    app.add_handler(CommandHandler("slow", slow), group=-1)
-    first = asyncio.create_task(app.process_update(message_update(app, api, "/slow", ALICE)))
+async def test_a_cancelled_update_waiting_in_this_process_for_a_busy_user_leaves_nothing_held():
+    """Held: an update waiting in this process for Alice (her /slow update runs) is cancelled; the
+    running one finishes, the next one runs, and no lock, waiter or connection is left behind."""
+    app, api, errors = await started(on(fresh_schema("review5")))
+    slow, holding, release = alice_held_by(app, api)
     waiting = None
     try:
-        await asyncio.wait_for(running.wait(), TIMEOUT)
+        await asyncio.wait_for(holding.wait(), TIMEOUT)
         waiting = asyncio.create_task(app.process_update(message_update(app, api, "hi", ALICE)))
-        async with asyncio.timeout(TIMEOUT):
-            while not persistence._local.waiting:  # noqa: ASYNC110 - (the event: it waits for her lock)
-                await asyncio.sleep(0.01)
+
+        async def it_waits() -> bool:  # (the event: it waits for her lock, in this process)
+            return bool(app.persistence._local.waiting)
+
+        await until(it_waits, "the second update waits for Alice")
         waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)
-        go.set()
-        await asyncio.wait_for(first, TIMEOUT)
+        release.set()
+        await asyncio.wait_for(slow, TIMEOUT)
         await asyncio.wait_for(app.process_update(message_update(app, api, "hi", ALICE)), TIMEOUT)
-        await nothing_left_held(app)
+        nothing_left_held(app)
         assert errors == []
         assert app.user_data[ALICE.id]["messages"] == 1  # the last one; not the cancelled one
     finally:
-        await stop(app, first, waiting)
+        release.set()
+        await stop(app, slow, waiting)
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -343,41 +329,35 @@ async def test_a_cancelled_update_waiting_for_a_busy_user_leaves_nothing_held():
     "LockNotAvailableError in the error handlers and is never handled, instead of waiting (the wait "
     "step, SELECT pg_advisory_xact_lock, could retry on LockNotAvailableError)"))
 async def test_an_update_waiting_for_a_busy_user_under_a_lock_timeout_is_handled():
-    schema = fresh_schema("review5")
-    one, api_one, _ = await pg_bot(schema)
+    schema, dsn = fresh_schema("review5"), database_url()
+    one, api_one, _ = await started(on(schema))
     # (asyncpg passes a query parameter it does not know to the server as a setting)
-    dsn = database_url()
-    two, api_two, errors = await pg_bot(schema, dsn=f"{dsn}{'&' if '?' in dsn else '?'}lock_timeout=50ms")
-    running, go = asyncio.Event(), asyncio.Event()
-
-    async def slow(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        running.set()
-        await asyncio.wait_for(go.wait(), TIMEOUT)
-
-    one.add_handler(CommandHandler("slow", slow), group=-1)
-    first = asyncio.create_task(one.process_update(message_update(one, api_one, "/slow", ALICE)))
+    two, api_two, errors = await started(on(schema, f"{dsn}{'&' if '?' in dsn else '?'}lock_timeout=50ms"))
+    slow, holding, release = alice_held_by(one, api_one)
     second = None
     try:
-        await asyncio.wait_for(running.wait(), TIMEOUT)
+        await asyncio.wait_for(holding.wait(), TIMEOUT)
         second = asyncio.create_task(two.process_update(message_update(two, api_two, "hi", ALICE)))
         await asyncio.wait([second], timeout=HANG)  # done: it gave up; else it waits, as it should
-        go.set()
-        await asyncio.wait_for(first, TIMEOUT)
+        release.set()
+        await asyncio.wait_for(slow, TIMEOUT)
         await asyncio.wait_for(second, TIMEOUT)
         assert errors == []
         assert two.user_data[ALICE.id]["messages"] == 1
     finally:
-        await stop(one, first)
+        release.set()
+        await stop(one, slow)
         await stop(two, second)
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "postgres.py _note_known (line ~743) clears _dropped when an isolated update writes the row "
+    "postgres.py _note_known (line ~753) clears _dropped when an isolated update writes the row "
     "again: after /forget, a new message of the same user on the same process is written, and "
-    "the periodic save then carries out PTB's queued drop (_write, line ~576) - deleting what she "
+    "the periodic save then carries out PTB's queued drop (_write, line ~586) - deleting what she "
     "wrote after /forget. (IsolatingApplication could note drops made inside an update instead)"))
 async def test_what_a_forgotten_user_writes_afterwards_on_the_same_process_is_kept():
-    app, api, errors = await pg_bot(fresh_schema("review5"))
+    make = on(fresh_schema("review5"))
+    app, api, errors = await started(make)
 
     async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         context.application.drop_user_data(update.effective_user.id)
@@ -389,11 +369,7 @@ async def test_what_a_forgotten_user_writes_afterwards_on_the_same_process_is_ke
         await app.update_persistence()  # the periodic save: PTB's queued drop of Alice
         assert errors == []
         assert app.user_data[ALICE.id] == {"messages": 1}
-        reader = PostgresPersistence(database_url(), schema=app.persistence.schema)
-        try:
-            assert (await reader.get_user_data()).get(ALICE.id) == {"messages": 1}
-        finally:
-            await reader.flush()
+        assert (await stored(make, "user_data")).get(ALICE.id) == {"messages": 1}
     finally:
         await stop(app)
 
@@ -407,17 +383,16 @@ async def visit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "postgres.py _upsert (line ~497, `dict(write.value)`) and _write (line ~567): a save that "
+    "postgres.py _upsert (line ~501, `dict(write.value)`) and _write (line ~577): a save that "
     "merges another process's change into user_data of the bot's own dict class stores a plain "
     "dict (pickle): the class is lost - what shared.py's copy.copy fixed for SQLite"))
 async def test_a_merged_save_keeps_the_class_of_user_data():
-    schema, types = fresh_schema("review5"), ContextTypes(user_data=Profile)
+    make, types = on(fresh_schema("review5"), serializer="pickle"), ContextTypes(user_data=Profile)
     apps = []
     for _ in range(2):  # two processes
         api = OfflineBotAPI()
-        app = (application_builder(request=api, persistence=PostgresPersistence(
-            database_url(), schema=schema, serializer="pickle"))
-            .application_class(IsolatingApplication).context_types(types).build())
+        app = (application_builder(request=api, persistence=make())
+               .application_class(IsolatingApplication).context_types(types).build())
         app.add_handler(MessageHandler(filters.TEXT, visit))
         await app.initialize()
         apps.append((app, api))
@@ -428,11 +403,7 @@ async def test_a_merged_save_keeps_the_class_of_user_data():
         two.mark_data_for_update_persistence(user_ids=ALICE.id)
         await one.process_update(message_update(one, api_one, "hi", ALICE))  # the row changes
         await two.update_persistence()  # merged with process 1's visits
-        reader = PostgresPersistence(database_url(), schema=schema, serializer="pickle")
-        try:
-            alice = (await reader.get_user_data())[ALICE.id]
-        finally:
-            await reader.flush()
+        alice = (await stored(make, "user_data"))[ALICE.id]
         assert alice == {"visits": 2, "plan": "trial"}
         assert type(alice) is Profile
     finally:
@@ -440,55 +411,12 @@ async def test_a_merged_save_keeps_the_class_of_user_data():
             await stop(app)
 
 
-async def test_an_update_cancelled_while_it_waits_in_postgresql_leaves_nothing_held():
-    """Held: process 2's update for Alice waits in PostgreSQL (process 1 holds her) and is
-    cancelled there; her next update on process 2 runs, and no lock or connection is left."""
-    schema = fresh_schema("review5")
-    one, api_one, _ = await pg_bot(schema)
-    two, api_two, errors = await pg_bot(schema)
-    running, go = asyncio.Event(), asyncio.Event()
-
-    async def slow(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        running.set()
-        await asyncio.wait_for(go.wait(), TIMEOUT)
-
-    one.add_handler(CommandHandler("slow", slow), group=-1)
-    first = asyncio.create_task(one.process_update(message_update(one, api_one, "/slow", ALICE)))
-    second = None
-    try:
-        await asyncio.wait_for(running.wait(), TIMEOUT)
-        second = asyncio.create_task(two.process_update(message_update(two, api_two, "hi", ALICE)))
-        async with asyncio.timeout(TIMEOUT):  # the event: it waits for her lock in the server
-            while not await advisory_lock_waits():  # noqa: ASYNC110 - a server's lock table sets no Event
-                await asyncio.sleep(0.02)
-        second.cancel()
-        await asyncio.gather(second, return_exceptions=True)
-        go.set()
-        await asyncio.wait_for(first, TIMEOUT)
-        await asyncio.wait_for(two.process_update(message_update(two, api_two, "hi", ALICE)), TIMEOUT)
-        await nothing_left_held(two)
-        assert errors == [] and not await advisory_lock_waits()
-        assert two.user_data[ALICE.id]["messages"] == 1
-    finally:
-        await stop(one, first)
-        await stop(two, second)
-
-
-async def advisory_lock_waits() -> int:
-    conn = await asyncpg.connect(database_url())
-    try:
-        return int(await conn.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
-    finally:
-        await conn.close()
-
-
 async def test_many_updates_of_one_group_on_two_processes_all_finish_and_count():
     """Held: 2 x 30 updates of one group chat from six users, all at once on two processes
     (each update takes the group and its user together, or waits holding neither): none starves
     or livelocks, and no message is lost from the group's count or a user's."""
-    schema = fresh_schema("review5")
-    (one, api_one, e1), (two, api_two, e2) = await pg_bot(schema), await pg_bot(schema)
+    make = on(fresh_schema("review5"))
+    (one, api_one, e1), (two, api_two, e2) = await started(make), await started(make)
     group = group_chat(-4555)
     users = [User(2000 + n, f"user{n}", False) for n in range(6)]
     try:
@@ -499,11 +427,7 @@ async def test_many_updates_of_one_group_on_two_processes_all_finish_and_count()
         await one.update_persistence()
         await two.update_persistence()
         assert e1 == [] and e2 == []
-        reader = PostgresPersistence(database_url(), schema=schema)
-        try:
-            chats, people = await reader.get_chat_data(), await reader.get_user_data()
-        finally:
-            await reader.flush()
+        chats, people = await stored(make, "chat_data"), await stored(make, "user_data")
         assert chats[group.id]["messages"] == 60
         assert {people[user.id]["messages"] for user in users} == {10}
     finally:
@@ -512,13 +436,14 @@ async def test_many_updates_of_one_group_on_two_processes_all_finish_and_count()
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "postgres.py isolated() (line ~795): 'inside an update' is told by the _this_update context "
+    "postgres.py isolated() (line ~803): 'inside an update' is told by the _this_update context "
     "variable, which a task the handler creates (application.create_task) inherits: the task's "
     "isolated() about the update's own user takes no lock, and keeps running unlocked after the "
     "update ended - another process's change to the same key is lost"))
+@pytest.mark.filterwarnings("ignore:Tasks created via:UserWarning")  # (the test awaits them)
 async def test_isolated_in_a_task_a_handler_started_takes_the_lock():
-    schema = fresh_schema("review5")
-    (one, api_one, e1), (two, api_two, e2) = await pg_bot(schema), await pg_bot(schema)
+    make = on(fresh_schema("review5"))
+    (one, api_one, e1), (two, api_two, e2) = await started(make), await started(make)
     entered, go = asyncio.Event(), asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []
 
@@ -541,19 +466,17 @@ async def test_isolated_in_a_task_a_handler_started_takes_the_lock():
         await one.process_update(message_update(one, api_one, "/award", ALICE))
         await asyncio.wait_for(entered.wait(), TIMEOUT)  # the task holds Alice (or believes so)
         second = asyncio.create_task(two.process_update(message_update(two, api_two, "/bonus", ALICE)))
-        async with asyncio.timeout(TIMEOUT):  # the event: /bonus is done, or waits for her lock
-            while not (second.done() or await advisory_lock_waits()):  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+
+        async def bonus_done_or_waiting() -> bool:  # (the event: /bonus is done, or waits for her)
+            return second.done() or await waiting_for_an_advisory_lock()
+
+        await until(bonus_done_or_waiting, "/bonus ran or waits")
         go.set()
         await asyncio.wait_for(asyncio.gather(*tasks, second), TIMEOUT)
         await one.update_persistence()
         await two.update_persistence()
         assert e1 == [] and e2 == []
-        reader = PostgresPersistence(database_url(), schema=schema)
-        try:
-            assert (await reader.get_user_data())[ALICE.id]["points"] == 11
-        finally:
-            await reader.flush()
+        assert (await stored(make, "user_data"))[ALICE.id]["points"] == 11
     finally:
         await stop(one, *tasks)
         await stop(two, second)
