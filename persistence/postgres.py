@@ -89,15 +89,18 @@ makes four round trips to the server (begin + locks, one read, the changed rows,
 costs on this project's machine is in ``benchmarks/results/postgres.md``. Handlers with
 ``block=False`` run after the lock is released: their changes are saved by the periodic save,
 merged key by key. Nested and ``per_message`` conversations are loaded once, as PTB does.
-A known limit (a strict ``xfail`` test in ``tests/test_review_session4_pg.py``): callback
-data (``arbitrary_callback_data``) is each process's own, loaded at start-up and saved whole, so a
-button made by one process is ``InvalidCallbackData`` on another (route a chat's updates to one
-process, or keep buttons' data in ``callback_data`` strings). (A conversation's timeout job runs
-on the process of the step that scheduled it; if the form went on elsewhere, the state it ends is
-no longer the stored one, and the save leaves the stored one alone.) A process that freezes
-while an update holds a user's lock (a stopped VM, a network split without a disconnect) stalls
-that user in every process until the server ends its session: set the server's
-``idle_in_transaction_session_timeout`` (a minute, say) so that it does.
+Known limits (strict ``xfail`` tests in ``tests/test_review_session4_pg.py`` and
+``test_review_session5.py``): callback data (``arbitrary_callback_data``) is each process's own,
+loaded at start-up and saved whole, so a button made by one process is ``InvalidCallbackData`` on
+another (route a chat's updates to one process, or keep buttons' data in ``callback_data``
+strings); and two updates that each isolate the other's user (Alice's ``/give`` to Bob while Bob's
+``/give`` to Alice runs) wait for each other for good: do such cross-user work in a job. (A
+conversation's timeout job runs on the process of the step that scheduled it; if the form went on
+elsewhere, the state it ends is no longer the stored one, and the save leaves that alone.) A
+process that freezes while an update holds a user's lock (a stopped VM, a network split without a
+disconnect) stalls that user in every process until the server ends its session: set the server's
+``idle_in_transaction_session_timeout`` (a minute, say) so that it does. A server's
+``lock_timeout`` does not cut an update's wait for a user another update holds: it waits again.
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ import logging
 import random
 import re
 from collections.abc import AsyncIterator, Iterable
+from copy import copy as shallow_copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -209,6 +213,7 @@ class _Section:
     conn: Any
     bot_data_read: bool = False
     lock_keys: frozenset[int] = frozenset()  # the ids it holds
+    task: asyncio.Task[Any] | None = None  # the update's task (tasks it starts inherit _this_update)
 
 
 _this_update: contextvars.ContextVar[_Section | None] = contextvars.ContextVar("update", default=None)
@@ -498,7 +503,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             stored = self._decode(theirs[write.key], write.what) if write.key in theirs else {}
             ancestor = self._decode(write.base[1], write.what) if write.base else {}
             if isinstance(write.value, dict) and isinstance(stored, dict):
-                copy, write.value = write.value, dict(write.value)
+                copy, write.value = write.value, shallow_copy(write.value)  # (its own class)
                 for name, value in merge(copy, stored, ancestor).items():
                     write.taken.append(Taken(name, value, (copy.get(name, DELETE),), None))
                     put(write.value, name, value)
@@ -574,7 +579,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         if self.lazy and table in ("user_data", "chat_data") and value is not _DELETE:
             check_lazy({}, value, describe_row(table, key))  # merged: a dict
         if row in self._pending and value is not _DELETE:  # lazy, an id never loaded: PTB's data
-            value = dict(value)  # lacks the stored keys earlier saves merged in - as live would
+            value = shallow_copy(value)  # lacks the stored keys earlier saves merged in - as live would
             for change in self._pending[row]:
                 change.apply_to(value)
         write = _Write(table, key, value, what or (describe_row(table, key) if table in _KEY_COLUMN else ""))
@@ -713,7 +718,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         changed since this one last read or wrote the row (never keys changed here meanwhile)."""
         before = self._known.get((table, key))
         section = _this_update.get()
-        if section is not None and section.conn is not None:
+        if section is not None and section.conn is not None and section.task is asyncio.current_task():
             if table == "bot_data" and section.bot_data_read:
                 return  # the isolated update read it with its own rows
             conn = section.conn  # (waiting for another connection while holding one could leave
@@ -749,8 +754,6 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         (what PTB's copy of the data was made from)."""
         if self._round is not None and row not in self._round:
             self._round[row] = self._known.get(row)
-        if value is not None:
-            self._dropped.discard(row)  # written again here: a later drop is a new one
         if value is None:
             self._known.pop(row, None)
         else:
@@ -800,8 +803,9 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         held = [*rows, *(("conversations", (name, _conversation_key(key))) for name, _, key in states)]
         lock_keys = sorted({_lock_key(self.schema, table, key) for table, key in
                             (("chat_data", chat_id), ("user_data", user_id)) if key is not None})
-        outer = _this_update.get()
-        inside = outer.lock_keys if outer is not None and outer.conn is not None else frozenset()
+        outer = _this_update.get()  # (a task a handler started inherits it: not inside then)
+        inside = (outer.lock_keys if outer is not None and outer.conn is not None
+                  and outer.task is asyncio.current_task() else frozenset())
         if inside.issuperset(lock_keys):
             yield  # inside an update that holds them (a helper shared with jobs): its rows are
             return  # live already, and written when it ends
@@ -815,7 +819,8 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                 self._held[row] = self._held.get(row, 0) + 1
                 self._managed.add(row)
             errors: list[Exception] = []
-            section = _Section(conn, bot_data_read=self.store_data.bot_data, lock_keys=frozenset(lock_keys))
+            section = _Section(conn, bot_data_read=self.store_data.bot_data, lock_keys=frozenset(lock_keys),
+                               task=asyncio.current_task())
             token = _this_update.set(section)
             try:
                 try:
@@ -998,7 +1003,12 @@ async def _lock_all(conn: Any, lock_keys: list[int]) -> None:
         except asyncpg.exceptions.DivisionByZeroError:
             await conn.execute("ROLLBACK")  # (the locks it did get go too)
         for key in lock_keys:
-            await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(key)}); ROLLBACK")
+            while True:  # the update waits as long as the one holding the id runs: a server's
+                try:  # lock_timeout ends one wait, and it waits again
+                    await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(key)}); ROLLBACK")
+                    break
+                except asyncpg.exceptions.LockNotAvailableError:
+                    await conn.execute("ROLLBACK")
 
 
 @contextlib.asynccontextmanager

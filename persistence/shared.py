@@ -321,7 +321,7 @@ class SharedSQLitePersistence(SQLitePersistence):
     async def _refresh(self, table: str, key: int, live: dict[Any, Any]) -> None:
         """Bring ``live`` (the dict a handler is about to use) up to date with the file, in place."""
         if self.lazy and table in LAZY:
-            self._in_live[table].add(key)  # (reloaded if the Application starts again)
+            self._live_ids[table].add(key)  # (reloaded if the Application starts again)
         self._book.catch_up(table, key, live)
         before = self._book.base(table, key)
         db = await self._connection()

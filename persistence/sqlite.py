@@ -548,6 +548,11 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             the message with ``migrate_to_chat_id`` (sent in the old group) the old chat is loaded;
             elsewhere (the ``migrate_from_chat_id`` message, a job), first ``await
             persistence.refresh_chat_data(old_id, application.chat_data[old_id])``.
+            ``application.drop_user_data`` of a user not loaded: if a message of theirs comes
+            before the drop is saved, their stored row is loaded for it; the save's drop takes back
+            the keys the bot has not changed since, but a value it changed (a count, a list it
+            appended to) keeps what came from the row. Save right after a drop (``await
+            application.update_persistence()``) to leave no such window.
             The right way to reach every stored user::
 
                 async def broadcast(context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -602,6 +607,9 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         self.lazy = lazy
         # lazy: ids whose stored row PTB's live data has got (by a refresh), per table
         self._in_live: dict[str, set[int]] = {table: set() for table in LAZY}
+        # lazy: ids PTB's live data holds a dict for (refreshed, or handed to a save), per table:
+        # loaded again if the same Application starts again (see _load_table)
+        self._live_ids: dict[str, set[int]] = {table: set() for table in LAZY}
         # lazy: stored keys a save kept for an id not in live data yet: {(table, key): {name: value}}
         self._kept: dict[tuple[str, int], dict[Any, Any]] = {}
         # lazy: PTB's live dict and the stored keys a first refresh gave it, until the next save
@@ -642,8 +650,8 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             raise self._file_error(exc) from exc
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            if not self._checked:  # (it takes the write lock: not for a file checked already)
-                await self._check_schema(db)
+            if not (self._checked and await self._still_ours(db)):  # (the check takes the write
+                await self._check_schema(db)  # lock: not for the file this instance checked)
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash never corrupts the file
             await db.execute("PRAGMA secure_delete = ON")  # deleted data is overwritten, not left
@@ -703,6 +711,18 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+
+    async def _still_ours(self, db: aiosqlite.Connection) -> bool:
+        """Whether the file is still the one checked at start-up: ours, this schema version, this
+        serializer (it may have been deleted, or replaced by another file, since)."""
+        try:
+            rows = list(await db.execute_fetchall(
+                "SELECT (SELECT application_id FROM pragma_application_id),"
+                " (SELECT user_version FROM pragma_user_version),"
+                " (SELECT value FROM settings WHERE name = 'serializer')"))
+        except sqlite3.OperationalError:  # no settings table: not ours (any more)
+            return False
+        return bool(rows) and tuple(rows[0]) == (APPLICATION_ID, SCHEMA_VERSION, self.serializer)
 
     @staticmethod
     async def _scalar(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> Any:
@@ -769,6 +789,10 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         what = what or describe_row(table, key)
         if value is not DELETE:
             self._given.pop((table, key), None)  # (see _gave)
+        if self.lazy and table in LAZY and type(key) is int and value is DELETE:
+            self._live_ids[table].discard(key)
+        elif self.lazy and table in LAZY and type(key) is int:
+            self._live_ids[table].add(key)
         if table in KEY_COLUMN and (type(key) is not int or not -(2**63) <= key < 2**63):
             raise DataNotStorableError(f"Cannot store {what}: the id {key!r} is not an int in "
                                        "SQLite's 64-bit range.")
@@ -980,7 +1004,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         if lazy:  # start-up loads nothing; refresh_* loads an id. But an Application started
             # again keeps its live dicts, and only update()s them with what this returns: the ids
             # it had loaded are loaded again, so that changes made while it was stopped reach it
-            again = sorted(self._in_live[table]) if first else []
+            again = sorted(self._live_ids[table]) if first else []
             if first:
                 self._in_live[table].clear()
                 self._kept = {row: kept for row, kept in self._kept.items() if row[0] != table}
@@ -999,7 +1023,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
             if lazy:  # (an id whose row is gone gets a new, empty dict: nothing to load)
                 empty = self.context_types.user_data if table == "user_data" else self.context_types.chat_data
                 loaded = {**{key: empty() for key in again}, **loaded}
-                self._in_live[table].update(again)
+                self._in_live[table].update(again)  # (and _live_ids still holds them)
         return loaded
 
     def _decode_rows(self, table: str, rows: list[Any]) -> dict[int, Any]:
@@ -1045,6 +1069,7 @@ class SQLitePersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         live.update(given)
         self._gave(table, key, live, given)
         self._in_live[table].add(key)
+        self._live_ids[table].add(key)
         if rows:
             self._versions[table].setdefault(key, rows[0][1])
 

@@ -462,30 +462,6 @@ async def test_an_admin_command_about_another_member_on_two_processes_loses_no_u
     assert (await stored(make, "user_data"))[BOB.id] == {"messages": 2, "warnings": 1}
 
 
-async def test_an_update_that_hits_the_servers_lock_timeout_gives_its_connection_back():
-    """The database has ``lock_timeout`` set (common on managed servers; here in the DSN). Alice's
-    update on process 2 waits longer than that for her lock, held by process 1: it fails (the
-    error handler says so). Process 2, with one connection, must still handle Bob."""
-    make = factory()
-    dsn, schema = database_url(), make().schema
-    (one, api_one, _) = await started(make)
-    impatient = f"{dsn}{'&' if '?' in dsn else '?'}lock_timeout=100"
-    (two, api_two, errors) = await started(lambda: PostgresPersistence(impatient, schema=schema, pool_size=1))
-    slow_update, holding, release = alice_held_by(one, api_one)
-    try:
-        await asyncio.wait_for(holding.wait(), TIMEOUT)
-        await asyncio.wait_for(two.process_update(message_update(two, api_two, "hi", ALICE)), TIMEOUT)
-        assert [type(error) for error in errors] == [asyncpg.LockNotAvailableError]
-        async with asyncio.timeout(HANG):
-            await two.process_update(message_update(two, api_two, "hi", BOB))
-    finally:
-        release.set()
-        await asyncio.wait_for(slow_update, TIMEOUT)
-        hung = await shut_down(one, two)
-    assert hung == []
-    assert (await stored(make, "user_data"))[BOB.id] == {"messages": 1}
-
-
 # ---------------------------------------------------------------------------------------------
 # 9. a conversation's timeout job on the process that started it
 # ---------------------------------------------------------------------------------------------

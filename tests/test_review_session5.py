@@ -5,7 +5,8 @@ refresh gave an id PTB had dropped (sqlite.py ``_load_table``, ``_gave``/``_drop
 check skipped for a file checked already (sqlite.py ``_open``); postgres.py's lock taking
 (``_LocalLocks``, ``_lock_all``, ``isolated()``). Real Applications over real SQLite files and a
 real PostgreSQL server; only the HTTP layer is offline. A test marked ``xfail(strict=True)`` shows
-a bug named in its reason; the others are attacks that held, kept as regression tests.
+a known limit named in its reason (and in the docstrings); the bugs the review found are fixed, and
+their tests, like those of attacks that held, are regression tests.
 """
 
 from __future__ import annotations
@@ -147,10 +148,6 @@ async def test_a_dropped_user_not_loaded_who_writes_nothing_stays_forgotten(db, 
 
 
 # ---- 2. the same Application started again, or another one on the same instance ------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "lazy restart: _load_table reloads only ids in _in_live; an id a job wrote to without a refresh "
-    "(kept keys merged at save) keeps its stale live dict across the restart, and its value from "
-    "before the restart overwrites a change made while the bot was down (sqlite.py _load_table)"))
 async def test_lazy_restart_reloads_a_user_only_a_job_wrote_to(db):
     await seeded(db, plan="free")
     bot = Bot(SharedSQLitePersistence(db, lazy=True))
@@ -198,14 +195,6 @@ def remove_database(db: Path) -> None:
         Path(f"{db}{suffix}").unlink(missing_ok=True)
 
 
-SCHEMA_NOT_CHECKED = pytest.mark.xfail(strict=True, reason=(
-    "sqlite.py _open (line ~645): the schema check is skipped for the connection opened after "
-    "start-up's reads (_checked is set by _read_at_start): a file deleted or replaced in between "
-    "is never given the schema (saves fail on 'no such table' until flush()) nor checked (a JSON "
-    "bot writes JSON rows into a pickle bot's file)"))
-
-
-@SCHEMA_NOT_CHECKED
 @pytest.mark.parametrize("kind", ["eager", "lazy"])
 async def test_a_file_deleted_after_start_up_is_made_again_and_saved_into(db, kind):
     """Someone deletes the bot's file after start-up (its reads are done, no connection is open
@@ -222,7 +211,6 @@ async def test_a_file_deleted_after_start_up_is_made_again_and_saved_into(db, ki
         await bot.app.shutdown()
 
 
-@SCHEMA_NOT_CHECKED
 async def test_a_file_replaced_after_start_up_by_one_of_the_other_serializer_is_refused(db, tmp_path):
     """The file is replaced after start-up by a pickle-serialized bot's file: a JSON bot must refuse
     it untouched (the serializer check), not write JSON rows into it."""
@@ -323,11 +311,6 @@ async def test_a_cancelled_update_waiting_in_this_process_for_a_busy_user_leaves
         await stop(app, slow, waiting)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py _lock_all: with a lock_timeout set for the bot's sessions (a common server or role "
-    "setting), an update whose user another process holds longer than that fails with a raw "
-    "LockNotAvailableError in the error handlers and is never handled, instead of waiting (the wait "
-    "step, SELECT pg_advisory_xact_lock, could retry on LockNotAvailableError)"))
 async def test_an_update_waiting_for_a_busy_user_under_a_lock_timeout_is_handled():
     schema, dsn = fresh_schema("review5"), database_url()
     one, api_one, _ = await started(on(schema))
@@ -350,11 +333,6 @@ async def test_an_update_waiting_for_a_busy_user_under_a_lock_timeout_is_handled
         await stop(two, second)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py _note_known (line ~753) clears _dropped when an isolated update writes the row "
-    "again: after /forget, a new message of the same user on the same process is written, and "
-    "the periodic save then carries out PTB's queued drop (_write, line ~586) - deleting what she "
-    "wrote after /forget. (IsolatingApplication could note drops made inside an update instead)"))
 async def test_what_a_forgotten_user_writes_afterwards_on_the_same_process_is_kept():
     make = on(fresh_schema("review5"))
     app, api, errors = await started(make)
@@ -382,10 +360,6 @@ async def visit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     count_visit(context)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py _upsert (line ~501, `dict(write.value)`) and _write (line ~577): a save that "
-    "merges another process's change into user_data of the bot's own dict class stores a plain "
-    "dict (pickle): the class is lost - what shared.py's copy.copy fixed for SQLite"))
 async def test_a_merged_save_keeps_the_class_of_user_data():
     make, types = on(fresh_schema("review5"), serializer="pickle"), ContextTypes(user_data=Profile)
     apps = []
@@ -435,11 +409,6 @@ async def test_many_updates_of_one_group_on_two_processes_all_finish_and_count()
         await stop(two)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py isolated() (line ~803): 'inside an update' is told by the _this_update context "
-    "variable, which a task the handler creates (application.create_task) inherits: the task's "
-    "isolated() about the update's own user takes no lock, and keeps running unlocked after the "
-    "update ended - another process's change to the same key is lost"))
 @pytest.mark.filterwarnings("ignore:Tasks created via:UserWarning")  # (the test awaits them)
 async def test_isolated_in_a_task_a_handler_started_takes_the_lock():
     make = on(fresh_schema("review5"))
