@@ -113,11 +113,13 @@ async def stored(p: Any, table: str) -> dict[int, Any]:
     persistence (which gives nothing at start-up) each stored id loaded the documented way."""
     loaded = await (p.get_user_data() if table == "user_data" else p.get_chat_data())
     if getattr(p, "lazy", False):
-        assert loaded == {}
+        # (nothing at start-up; an instance used again after flush() gives the ids its live data
+        # held before, as an Application started again keeps those dicts)
         refresh = p.refresh_user_data if table == "user_data" else p.refresh_chat_data
         for key in await p.stored_ids(table):
-            loaded[key] = {}
-            await refresh(key, loaded[key])
+            if key not in loaded:
+                loaded[key] = {}
+                await refresh(key, loaded[key])
     return loaded
 
 
