@@ -1063,10 +1063,12 @@ class IsolatingApplication(Application):  # type: ignore[type-arg]
             await super().update_persistence()
             return
         persistence._round = {row: _SKIP for row in persistence._held}  # in flight: skip
+        carried_out = set(persistence._dropped)  # their drops are in PTB's copy, if PTB queued them
         try:
             await super().update_persistence()
         finally:
             persistence._round = None
+            persistence._dropped -= carried_out  # (a row deleted without drop_*_data: no drop to skip)
 
 
 # --------------------------------------------------------------------------------------------------
