@@ -1,0 +1,193 @@
+"""Adversarial review of the review-5 fixes (review 6).
+
+Attacked: sqlite.py's cheap check of a file on every connection opened after start-up
+(``_still_ours``, else the full ``_check_schema``); lazy=True's ids PTB's live data holds, reloaded
+when the same Application starts again (``_live_ids``); postgres.py's drops carried out inside an
+update (``_dropped``, no longer cleared when the row is written again). Real Applications over real
+SQLite files and a real PostgreSQL server; only the HTTP layer is offline. A test marked
+``xfail(strict=True)`` shows a bug named in its reason; the others are attacks that held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from postgres_server import fresh_schema
+from telegram import Update
+from telegram.ext import ContextTypes
+from test_review_session4_pg import TIMEOUT, on_command, started, stored, until, waiting_for_an_advisory_lock
+from test_review_session4_shared import Bot, other_program, setter, stored_user
+from test_review_session5 import KINDS, on, remove_database, seeded, stop
+
+from bots.offline import ALICE, BOB, message_update
+from persistence import SharedSQLitePersistence
+from persistence.sqlite import DatabaseFileError
+
+KINDS = {**KINDS, "shared eager": lambda db: SharedSQLitePersistence(db)}
+
+
+# ---- 1. sqlite.py _still_ours: the file replaced after start-up --------------------------------------
+def another_programs_database(path: Path) -> None:
+    """A SQLite file of some other program, with a ``settings`` table of its own."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO settings VALUES ('serializer', 'json')")
+        conn.commit()
+
+
+def nothing_in_a_wal(db: Path) -> bool:
+    wal = Path(f"{db}-wal")
+    return not wal.exists() or wal.stat().st_size == 0
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+async def test_a_file_replaced_by_another_programs_database_is_left_untouched(db, tmp_path, kind):
+    """Held: after start-up the file is replaced by another program's SQLite database (one that even
+    has a ``settings`` table with a serializer row). It is left byte for byte as it was: a connection
+    opened before keeps writing the bot's own (renamed) file; one opened after refuses it with the
+    message naming the file, and keeps the write: once the bot's file is back, a save stores it."""
+    await seeded(db, plan="free")
+    bot = await Bot(KINDS[kind](db)).start()
+    saved = tmp_path / "saved.sqlite3"
+    other = tmp_path / "other.sqlite3"
+    another_programs_database(other)
+    try:
+        await bot.message(setter("user_data", plan="premium"))
+        opened = bot.app.persistence._db is not None  # (lazy, shared: a refresh opened it)
+        os.replace(db, saved)  # (an open connection keeps writing the bot's file, renamed)
+        os.replace(other, db)
+        before = db.read_bytes()
+        await bot.save()  # (its failure goes to the error handler)
+        assert db.read_bytes() == before
+        assert nothing_in_a_wal(db)
+        if not opened:  # the save opened the replacement: refused by the full check
+            with pytest.raises(DatabaseFileError, match="another program"):
+                await bot.app.persistence._connection()
+        remove_database(db)
+        os.replace(saved, db)
+        await bot.app.update_persistence()
+        assert stored_user(db, ALICE.id) == {"plan": "premium"}
+    finally:
+        await bot.app.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["eager", "lazy", "shared lazy"])
+async def test_a_file_emptied_after_start_up_gets_the_schema_and_the_save(db, kind):
+    """Held: the file truncated to 0 bytes after start-up (a bad backup script) is an empty SQLite
+    database: the save gives it the schema and writes the round, as for a deleted file."""
+    bot = await Bot(KINDS[kind](db)).start()
+    try:
+        remove_database(db)
+        db.write_bytes(b"")
+        await bot.message(setter("user_data", plan="free"))
+        await bot.save()
+        assert bot.errors == []
+        assert stored_user(db, ALICE.id) == {"plan": "free"}
+    finally:
+        await bot.app.shutdown()
+
+
+# ---- 2. sqlite.py _live_ids: a drop and a re-creation in one interval, then a restart -------------
+LIVE_IDS_BUG = pytest.mark.xfail(strict=True, reason=(
+    "sqlite.py _write (line 792-793): a drop discards the id from _live_ids, but PTB's save sends "
+    "only the drop when the id was re-created in the same interval (update_ids -= delete_ids), "
+    "so PTB's live data still holds a dict for it; when the same Application starts again "
+    "_load_table does not reload it, and its stale live dict wins over the row another program "
+    "wrote meanwhile (eager reloads it)"))
+
+
+@pytest.mark.parametrize("kind", [
+    "eager", pytest.param("lazy", marks=LIVE_IDS_BUG), pytest.param("shared lazy", marks=LIVE_IDS_BUG)])
+async def test_a_user_dropped_and_recreated_before_a_save_is_reloaded_when_the_bot_starts_again(db, kind):
+    await seeded(db, plan="free")
+    bot = await Bot(KINDS[kind](db)).start()
+    await bot.message()  # Alice loaded
+    bot.app.drop_user_data(ALICE.id)  # an admin's /forget of Alice...
+    await bot.message(setter("user_data", plan="trial"))  # ...and her next message, before the save
+    await bot.save()  # PTB sends the drop only
+    assert stored_user(db, ALICE.id) is None
+    await bot.app.shutdown()
+    other_program(db, "INSERT INTO user_data (user_id, data) VALUES (?, ?)",  # the panel, meanwhile
+                  ALICE.id, json.dumps({"plan": "premium"}))
+    await bot.app.initialize()  # the same Application started again
+    try:
+        await bot.message()
+        await bot.save()
+        assert bot.errors == []
+        assert bot.app.user_data[ALICE.id] == {"plan": "premium"}
+        assert stored_user(db, ALICE.id) == {"plan": "premium"}
+    finally:
+        await bot.app.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["lazy", "shared lazy"])
+async def test_a_user_dropped_and_saved_stays_gone_when_the_bot_starts_again(db, kind):
+    """Held: a drop saved, then a restart of the same Application: the dropped user is not reloaded
+    (nothing stored), a user who stayed is, and no save brings the dropped one back."""
+    await seeded(db, plan="free")
+    bot = await Bot(KINDS[kind](db)).start()
+    await bot.message()
+    await bot.message(setter("user_data", plan="bob"), user=BOB)
+    bot.app.drop_user_data(ALICE.id)
+    await bot.save()
+    await bot.app.shutdown()
+    other_program(db, "UPDATE user_data SET data = json_set(data, '$.plan', 'bob2') WHERE user_id = ?",
+                  BOB.id)
+    await bot.app.initialize()
+    try:
+        assert ALICE.id not in bot.app.user_data
+        assert bot.app.user_data[BOB.id] == {"plan": "bob2"}
+        await bot.save()
+        assert stored_user(db, ALICE.id) is None
+    finally:
+        await bot.app.shutdown()
+
+
+# ---- 3. postgres.py _dropped: a drop carried out in an update stays "carried out" ----------------
+@pytest.mark.xfail(strict=True, reason=(
+    "postgres.py isolated() (line 845) adds a drop to _dropped when the update commits; if PTB's "
+    "save of that drop already ran while the update was running (the periodic save in the middle "
+    "of /forget), IsolatingApplication.update_persistence never takes it out (carried_out was "
+    "snapshot before), and since _note_known no longer clears it, a later real drop of the same "
+    "user outside her update (a job, an admin's command) is skipped by _write (line 591): her "
+    "data stays stored"))
+async def test_a_later_drop_is_carried_out_after_a_save_came_in_the_middle_of_a_forget():
+    make = on(fresh_schema("review6"))
+    app, api, errors = await started(make)
+    dropped, release = asyncio.Event(), asyncio.Event()
+
+    async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        context.application.drop_user_data(update.effective_user.id)
+        dropped.set()
+        await release.wait()
+
+    on_command(app, "forget", forget)
+    task = save = None
+    try:
+        await app.process_update(message_update(app, api, "hello", ALICE))
+        task = asyncio.create_task(app.process_update(message_update(app, api, "/forget", ALICE)))
+        await asyncio.wait_for(dropped.wait(), TIMEOUT)
+        # the periodic save fires while /forget runs: it queues PTB's drop of Alice at once, then
+        # waits for her lock (the merged rows' locks), which /forget holds until it commits
+        save = asyncio.create_task(app.update_persistence())
+        await until(waiting_for_an_advisory_lock, "the save waits for Alice's lock")
+        release.set()
+        await asyncio.wait_for(task, TIMEOUT)
+        await asyncio.wait_for(save, TIMEOUT)
+        assert ALICE.id not in await stored(make, "user_data")
+        await app.process_update(message_update(app, api, "I am back", ALICE))
+        await app.update_persistence()
+        assert (await stored(make, "user_data")).get(ALICE.id) == {"messages": 1}
+        app.drop_user_data(ALICE.id)  # later: a job forgets her (e.g. inactive for a year)
+        await app.update_persistence()
+        assert errors == []
+        assert ALICE.id not in await stored(make, "user_data")
+    finally:
+        release.set()
+        await stop(app, task, save)
