@@ -16,12 +16,21 @@ import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from postgres_server import fresh_schema
 from telegram import Update
 from telegram.ext import ContextTypes
-from test_review_session4_pg import TIMEOUT, on_command, started, stored, until, waiting_for_an_advisory_lock
+from test_review_session4_pg import (
+    HANG,
+    TIMEOUT,
+    on_command,
+    started,
+    stored,
+    until,
+    waiting_for_an_advisory_lock,
+)
 from test_review_session4_shared import Bot, other_program, setter, stored_user
 from test_review_session5 import KINDS, on, remove_database, seeded, stop
 
@@ -191,3 +200,32 @@ async def test_a_later_drop_is_carried_out_after_a_save_came_in_the_middle_of_a_
     finally:
         release.set()
         await stop(app, task, save)
+
+
+# ---- 4. postgres.py _Section.task: a helper run as a task the update waits for -------------------
+@pytest.mark.xfail(strict=True, reason=(
+    "postgres.py isolated() (lines 806-808): 'inside' needs the update's own task, so a helper "
+    "that isolates the update's own user (one shared with jobs) run through asyncio.gather() or "
+    "(Python 3.11) asyncio.wait_for() - both wrap it in a new task - waits for the lock its own "
+    "update holds while the update waits for it: the update hangs"))
+async def test_a_helper_isolating_the_updates_own_user_run_through_gather_does_not_hang():
+    make = on(fresh_schema("review6"))
+    app, api, errors = await started(make)
+
+    async def add_point(application: Any, user_id: int) -> None:  # (also called from a job)
+        async with application.isolated(user_id=user_id):
+            data = application.user_data[user_id]
+            data["points"] = data.get("points", 0) + 1
+
+    async def point(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await asyncio.gather(add_point(context.application, update.effective_user.id))
+
+    on_command(app, "point", point)
+    task = asyncio.create_task(app.process_update(message_update(app, api, "/point", ALICE)))
+    try:
+        async with asyncio.timeout(HANG):
+            await asyncio.shield(task)
+        assert errors == []
+        assert (await stored(make, "user_data")).get(ALICE.id) == {"messages": 1, "points": 1}
+    finally:
+        await stop(app, task)
