@@ -172,9 +172,9 @@ async def test_a_user_dropped_and_saved_stays_gone_when_the_bot_starts_again(db,
     "postgres.py isolated() (line 845) adds a drop to _dropped when the update commits; if PTB's "
     "save of that drop already ran while the update was running (the periodic save in the middle "
     "of /forget), IsolatingApplication.update_persistence never takes it out (carried_out was "
-    "snapshot before), and since _note_known no longer clears it, a later real drop of the same "
-    "user outside her update (a job, an admin's command) is skipped by _write (line 591): her "
-    "data stays stored"))
+    "snapshot before) until the next save round: a real drop of the same user queued for that "
+    "round outside her update (a job, an admin's command), after she wrote again, is skipped by "
+    "_write (line 591): her data stays stored"))
 async def test_a_later_drop_is_carried_out_after_a_save_came_in_the_middle_of_a_forget():
     make = on(fresh_schema("review6"))
     app, api, errors = await started(make)
@@ -199,10 +199,9 @@ async def test_a_later_drop_is_carried_out_after_a_save_came_in_the_middle_of_a_
         await asyncio.wait_for(task, TIMEOUT)
         await asyncio.wait_for(save, TIMEOUT)
         assert ALICE.id not in await stored(make, "user_data")
-        await app.process_update(message_update(app, api, "I am back", ALICE))
-        await app.update_persistence()
+        await app.process_update(message_update(app, api, "I am back", ALICE))  # (stored at its end)
         assert (await stored(make, "user_data")).get(ALICE.id) == {"messages": 1}
-        app.drop_user_data(ALICE.id)  # later: a job forgets her (e.g. inactive for a year)
+        app.drop_user_data(ALICE.id)  # later, before the next save: a job forgets her
         await app.update_persistence()
         assert errors == []
         assert ALICE.id not in await stored(make, "user_data")
