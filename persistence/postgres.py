@@ -93,8 +93,12 @@ Known limits (strict ``xfail`` tests in ``tests/test_review_session4_pg.py`` and
 ``test_review_session5.py``): callback data (``arbitrary_callback_data``) is each process's own,
 loaded at start-up and saved whole, so a button made by one process is ``InvalidCallbackData`` on
 another (route a chat's updates to one process, or keep buttons' data in ``callback_data``
-strings); and two updates that each isolate the other's user (Alice's ``/give`` to Bob while Bob's
-``/give`` to Alice runs) wait for each other for good: do such cross-user work in a job. (A
+strings); two updates that each isolate the other's user (Alice's ``/give`` to Bob while Bob's
+``/give`` to Alice runs) wait for each other for good: do such cross-user work in a job; a task a
+handler starts (``application.create_task``) whose ``isolated()`` about the update's own user
+begins while the update runs shares the update's locks, so what it does after the update ended is
+unlocked (await such a task in the handler); and conversation states are compared by value, so a
+timeout job of an earlier step can end a form whose later step kept the same state. (A
 conversation's timeout job runs on the process of the step that scheduled it; if the form went on
 elsewhere, the state it ends is no longer the stored one, and the save leaves that alone.) A
 process that freezes while an update holds a user's lock (a stopped VM, a network split without a
@@ -350,6 +354,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         self._held: dict[tuple[str, Any], int] = {}  # (table or conversation, key) -> sections
         self._managed: set[tuple[str, Any]] = set()  # rows the isolation writes itself
         self._dropped: set[tuple[str, Any]] = set()  # rows an isolated update deleted (a drop)
+        self._queued_drops: set[tuple[str, Any]] = set()  # drops PTB holds for its next save round
         # during PTB's save round: rows as they were when PTB copied the data (_SKIP: an isolated
         # update was running on the row then, or has run since - it wrote everything newer)
         self._round: dict[tuple[str, Any], Any] | None = None
@@ -803,9 +808,8 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         held = [*rows, *(("conversations", (name, _conversation_key(key))) for name, _, key in states)]
         lock_keys = sorted({_lock_key(self.schema, table, key) for table, key in
                             (("chat_data", chat_id), ("user_data", user_id)) if key is not None})
-        outer = _this_update.get()  # (a task a handler started inherits it: not inside then)
-        inside = (outer.lock_keys if outer is not None and outer.conn is not None
-                  and outer.task is asyncio.current_task() else frozenset())
+        outer = _this_update.get()  # (tasks the update's handlers start inherit it: see below)
+        inside = outer.lock_keys if outer is not None and outer.conn is not None else frozenset()
         if inside.issuperset(lock_keys):
             yield  # inside an update that holds them (a helper shared with jobs): its rows are
             return  # live already, and written when it ends
@@ -841,8 +845,8 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
                 await conn.execute("COMMIT")  # releases the advisory locks
                 for row, value in hold.written:  # (not before: a failed commit wrote nothing, and
                     self._note_known(row, value)  # the periodic save writes what is not known)
-                    if value is None and row[0] in _KEY_COLUMN:
-                        self._dropped.add(row)  # (PTB's save queues this drop too: see _write)
+                    if value is None and row in self._queued_drops:  # PTB's next save round
+                        self._dropped.add(row)  # brings this drop again: see _write
             finally:
                 section.conn = None
                 _this_update.reset(token)
@@ -1055,6 +1059,18 @@ class IsolatingApplication(Application):  # type: ignore[type-arg]
             return contextlib.nullcontext()
         return persistence.isolated(self, user_id=user_id, chat_id=chat_id)
 
+    def drop_user_data(self, user_id: int) -> None:
+        """PTB's, noting the drop it queues for the next save round (see ``PostgresPersistence``)."""
+        super().drop_user_data(user_id)
+        if isinstance(self.persistence, PostgresPersistence):
+            self.persistence._queued_drops.add(("user_data", user_id))
+
+    def drop_chat_data(self, chat_id: int) -> None:
+        """PTB's, noting the drop it queues (also for ``migrate_chat_data``)."""
+        super().drop_chat_data(chat_id)
+        if isinstance(self.persistence, PostgresPersistence):
+            self.persistence._queued_drops.add(("chat_data", chat_id))
+
     async def update_persistence(self) -> None:
         """PTB's save round; notes what the rows were when PTB copies the data (at once, before
         any await), so rows written by isolated updates meanwhile are not written back stale."""
@@ -1063,6 +1079,7 @@ class IsolatingApplication(Application):  # type: ignore[type-arg]
             await super().update_persistence()
             return
         persistence._round = {row: _SKIP for row in persistence._held}  # in flight: skip
+        persistence._queued_drops.clear()  # (PTB hands them to this round)
         carried_out = set(persistence._dropped)  # their drops are in PTB's copy, if PTB queued them
         try:
             await super().update_persistence()

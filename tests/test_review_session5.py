@@ -410,6 +410,11 @@ async def test_many_updates_of_one_group_on_two_processes_all_finish_and_count()
 
 
 @pytest.mark.filterwarnings("ignore:Tasks created via:UserWarning")  # (the test awaits them)
+@pytest.mark.xfail(strict=True, reason=(
+    "known limit (postgres.py isolated()): a task a handler starts inherits the update's section; "
+    "its isolated() about the update's own user, begun while the update runs, runs inside it - so "
+    "a helper awaited through gather() or wait_for() cannot hang (review 6) - and the part of its "
+    "block that outlives the update runs without the lock"))
 async def test_isolated_in_a_task_a_handler_started_takes_the_lock():
     make = on(fresh_schema("review5"))
     (one, api_one, e1), (two, api_two, e2) = await started(make), await started(make)

@@ -168,13 +168,6 @@ async def test_a_user_dropped_and_saved_stays_gone_when_the_bot_starts_again(db,
 
 
 # ---- 3. postgres.py _dropped: a drop carried out in an update stays "carried out" ----------------
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py isolated() (line 845) adds a drop to _dropped when the update commits; if PTB's "
-    "save of that drop already ran while the update was running (the periodic save in the middle "
-    "of /forget), IsolatingApplication.update_persistence never takes it out (carried_out was "
-    "snapshot before) until the next save round: a real drop of the same user queued for that "
-    "round outside her update (a job, an admin's command), after she wrote again, is skipped by "
-    "_write (line 591): her data stays stored"))
 async def test_a_later_drop_is_carried_out_after_a_save_came_in_the_middle_of_a_forget():
     make = on(fresh_schema("review6"))
     app, api, errors = await started(make)
@@ -211,11 +204,6 @@ async def test_a_later_drop_is_carried_out_after_a_save_came_in_the_middle_of_a_
 
 
 # ---- 4. postgres.py _Section.task: a helper run as a task the update waits for -------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "postgres.py isolated() (lines 806-808): 'inside' needs the update's own task, so a helper "
-    "that isolates the update's own user (one shared with jobs) run through asyncio.gather() or "
-    "(Python 3.11) asyncio.wait_for() - both wrap it in a new task - waits for the lock its own "
-    "update holds while the update waits for it: the update hangs"))
 async def test_a_helper_isolating_the_updates_own_user_run_through_gather_does_not_hang():
     make = on(fresh_schema("review6"))
     app, api, errors = await started(make)
@@ -234,7 +222,7 @@ async def test_a_helper_isolating_the_updates_own_user_run_through_gather_does_n
         async with asyncio.timeout(HANG):
             await asyncio.shield(task)
         assert errors == []
-        assert (await stored(make, "user_data")).get(ALICE.id) == {"messages": 1, "points": 1}
+        assert (await stored(make, "user_data")).get(ALICE.id) == {"points": 1}  # (/point: no count)
     finally:
         await stop(app, task)
 
