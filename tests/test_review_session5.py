@@ -158,9 +158,15 @@ async def test_lazy_restart_reloads_a_user_only_a_job_wrote_to(db):
     await bot.app.shutdown()  # saved (merged with her stored row), flush()ed
     assert stored_user(db, ALICE.id) == {"plan": "trial"}
     other_program_sets_user(db, ALICE.id, "plan", "premium")  # the panel, while the bot is down
+    await started_again_sees_premium(bot, db)
+
+
+async def started_again_sees_premium(bot: Bot, db: Path) -> None:
+    """The same Application started again: Alice's first refresh in this run, then a save, give
+    her the stored ``plan="premium"`` another program wrote while it was stopped."""
     await bot.app.initialize()
     try:
-        await bot.message()  # her first refresh in this run
+        await bot.message()
         await bot.save()
         assert bot.errors == []
         assert bot.app.user_data[ALICE.id] == {"plan": "premium"}

@@ -40,7 +40,7 @@ from test_review_session4_pg import (
     waiting_for_an_advisory_lock,
 )
 from test_review_session4_shared import Bot, other_program, setter, stored_user
-from test_review_session5 import KINDS, on, remove_database, seeded, stop
+from test_review_session5 import KINDS, on, remove_database, seeded, started_again_sees_premium, stop
 
 from bots.offline import ALICE, BOB, OFFLINE_TOKEN, OfflineBotAPI, group_chat, message_update
 from persistence import SharedSQLitePersistence
@@ -133,15 +133,7 @@ async def test_a_user_dropped_and_recreated_before_a_save_is_reloaded_when_the_b
     await bot.app.shutdown()
     other_program(db, "INSERT INTO user_data (user_id, data) VALUES (?, ?)",  # the panel, meanwhile
                   ALICE.id, json.dumps({"plan": "premium"}))
-    await bot.app.initialize()  # the same Application started again
-    try:
-        await bot.message()
-        await bot.save()
-        assert bot.errors == []
-        assert bot.app.user_data[ALICE.id] == {"plan": "premium"}
-        assert stored_user(db, ALICE.id) == {"plan": "premium"}
-    finally:
-        await bot.app.shutdown()
+    await started_again_sees_premium(bot, db)
 
 
 @pytest.mark.parametrize("kind", ["lazy", "shared lazy"])
