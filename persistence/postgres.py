@@ -354,7 +354,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         self._held: dict[tuple[str, Any], int] = {}  # (table or conversation, key) -> sections
         self._managed: set[tuple[str, Any]] = set()  # rows the isolation writes itself
         self._dropped: set[tuple[str, Any]] = set()  # rows an isolated update deleted (a drop)
-        self._queued_drops: set[tuple[str, Any]] = set()  # drops PTB holds for its next save round
+        self._queued_drops: set[tuple[str, Any]] = set()  # drops PTB holds, not handed to a save yet
         # during PTB's save round: rows as they were when PTB copied the data (_SKIP: an isolated
         # update was running on the row then, or has run since - it wrote everything newer)
         self._round: dict[tuple[str, Any], Any] | None = None
@@ -593,6 +593,7 @@ class PostgresPersistence(SaveRounds, BasePersistence[Any, Any, Any]):
         if self._round is not None:
             write.base = self._round.get(row, write.base)
         if value is _DELETE and table != "conversations":  # a drop (forget, migration)
+            self._queued_drops.discard(row)  # (PTB has handed it over)
             if row in self._dropped:  # carried out already, by the isolated update in which PTB
                 self._dropped.discard(row)  # dropped it: the row may hold newer data by now
                 return
@@ -1079,13 +1080,10 @@ class IsolatingApplication(Application):  # type: ignore[type-arg]
             await super().update_persistence()
             return
         persistence._round = {row: _SKIP for row in persistence._held}  # in flight: skip
-        persistence._queued_drops.clear()  # (PTB hands them to this round)
-        carried_out = set(persistence._dropped)  # their drops are in PTB's copy, if PTB queued them
         try:
             await super().update_persistence()
         finally:
             persistence._round = None
-            persistence._dropped -= carried_out  # (a row deleted without drop_*_data: no drop to skip)
 
 
 # --------------------------------------------------------------------------------------------------
