@@ -400,16 +400,24 @@ async def drop_while_a_reader_reads(app: Application, db: Path, reader: sqlite3.
     assert files_holding(db, marker) != []  # the reader pins it
 
 
+async def stopped_during_a_blocked_drop(persistence: Any, db: Path, reader: sqlite3.Connection,
+                                        marker: str) -> list:
+    """A bot over ``persistence`` drops user 1 (whose data holds ``marker``) while ``reader`` reads,
+    and stops while it still reads. The errors its error handler got."""
+    app, errors = await started_bot(persistence)
+    try:
+        await drop_while_a_reader_reads(app, db, reader, marker)
+    finally:
+        await app.shutdown()
+    return errors
+
+
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: cls.__name__)
 async def test_a_drop_blocked_by_a_reader_at_shutdown_is_gone_at_the_next_runs_first_save(db, cls):
     """(The reader's program closing its connection, the last one, empties the WAL: SQLite.)"""
     marker = "QUOKKA-77-forget-me"
-    app, errors = await started_bot(cls(db))
     with closing(sqlite3.connect(db, isolation_level=None)) as reader:
-        try:
-            await drop_while_a_reader_reads(app, db, reader, marker)
-        finally:
-            await app.shutdown()  # the bot stops while the reader still reads
+        errors = await stopped_during_a_blocked_drop(cls(db), db, reader, marker)
         reader.execute("ROLLBACK")
     assert errors == []
     app, errors = await started_bot(cls(db))  # the next run of the bot
@@ -430,12 +438,8 @@ async def test_a_drop_blocked_by_a_reader_at_shutdown_is_gone_at_the_next_runs_f
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: cls.__name__)
 async def test_a_drop_blocked_by_a_reader_across_a_restart_is_scrubbed_once_it_lets_go(db, cls):
     marker = "WOMBAT-31-forget-me"
-    app, errors = await started_bot(cls(db))
     with closing(sqlite3.connect(db, isolation_level=None)) as reader:
-        try:
-            await drop_while_a_reader_reads(app, db, reader, marker)
-        finally:
-            await app.shutdown()
+        errors = await stopped_during_a_blocked_drop(cls(db), db, reader, marker)
         app, errors2 = await started_bot(cls(db))  # the next run starts: the reader still reads
         try:
             await save(app, u2={"visits": 2})
